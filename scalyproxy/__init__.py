@@ -1,0 +1,2 @@
+"""ScalyMongo proxy."""
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from scalyproxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Command line: ``scalyproxy run | check | explain | export-jsonschema``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scalyproxy",
+        description="A guarding MongoDB wire-protocol proxy for sharded clusters.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--listen", help="HOST:PORT to listen on (overrides the config)")
+    run.add_argument("--upstream", help="MongoDB URI of the mongos host(s) (overrides the config)")
+    run.add_argument(
+        "--embedded-backend",
+        action="store_true",
+        help="start the embedded default backend (FerretDB on SQLite) and use it as upstream",
+    )
+    run.add_argument("--data-dir", help="data directory for --embedded-backend (default: temporary)")
+
+    check = sub.add_parser("check", help="validate a config file (exit 0 when valid, 1 otherwise)")
+    check.add_argument("file")
+
+    explain = sub.add_parser("explain", help="print the verdict for one command, offline")
+    explain.add_argument("file", help="YAML config file")
+    explain.add_argument("command_json", help="the command as MongoDB extended JSON")
+
+    js = sub.add_parser("export-jsonschema", help="print each collection's $jsonSchema validator")
+    js.add_argument("file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "run":
+        from scalyproxy.server.main import run_from_args
+
+        return run_from_args(args)
+    from scalyproxy.policy import tools
+
+    if args.command == "check":
+        return tools.check(args.file)
+    if args.command == "explain":
+        return tools.explain(args.file, args.command_json)
+    if args.command == "export-jsonschema":
+        return tools.export_jsonschema(args.file)
+    return 2  # pragma: no cover - argparse enforces the choices
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The foundation: pymongo's bson is the one in use, and the real backend answers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import bson
+import pymongo
+import pytest
+
+from scalyproxy.backend import FerretDB
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bson_is_pymongos() -> None:
+    # The PyPI package named "bson" shadows pymongo's; pymongo's has these.
+    assert hasattr(bson, "_ENCODERS") or hasattr(bson, "encode")
+    assert Path(bson.__file__).parent.parent == Path(pymongo.__file__).parent.parent
+    from bson import codec_options, raw_bson  # noqa: F401 - only pymongo's bson has them
+
+    assert bson.has_c(), "pymongo's C extension for bson is missing"
+
+
+def test_ferretdb_answers(direct_client: pymongo.MongoClient) -> None:
+    assert direct_client.admin.command("ping")["ok"] == 1.0
+    coll = direct_client.foundation.items
+    coll.drop()
+    coll.insert_one({"k": 1, "v": "one"})
+    assert coll.find_one({"k": 1}, {"_id": 0}) == {"k": 1, "v": "one"}
+
+
+def test_ferretdb_stops_by_pid() -> None:
+    server = FerretDB().start()
+    proc = server.proc
+    assert proc is not None and proc.poll() is None
+    server.stop()
+    assert proc.poll() is not None
+
+
+def test_docker_compose_config_is_valid() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client on this machine")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("the docker compose plugin is not installed")
+    res = subprocess.run(
+        [docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr
