@@ -34,10 +34,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     js = sub.add_parser("export-jsonschema", help="print each collection's $jsonSchema validator")
     js.add_argument("file")
+    sub.add_parser(
+        "init-cluster",
+        help="initiate a fresh sharded cluster and shard the declared collections (see --help)",
+        add_help=False,
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["init-cluster"]:  # its own parser: docker-compose's init service
+        from scalyproxy.cluster_init import main as init_main
+
+        return init_main(argv[1:])
     args = _build_parser().parse_args(argv)
     if args.command == "run":
         from scalyproxy.server.main import run_from_args

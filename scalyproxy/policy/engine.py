@@ -1,0 +1,95 @@
+"""The policy engine: one command in, one verdict out. Pure; never raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+from scalyproxy import codes
+from scalyproxy.config.model import ProxyConfig
+from scalyproxy.policy.commands import canonical, is_write, namespace_of
+from scalyproxy.policy.compiled import CompiledCollection
+from scalyproxy.policy.decision import Checks, Decision, Stop, internal_refusal
+from scalyproxy.policy.handlers import HANDLERS
+from scalyproxy.policy.model import CommandLike, Finding, Verdict
+
+_VERDICT_CACHE_SIZE: Final = 4096
+
+
+class Engine(Checks):
+    """A config compiled once into fast lookups; :meth:`decide` is pure and never raises."""
+
+    ALLOW_ALL: ClassVar[Engine]
+
+    def __init__(self, cfg: ProxyConfig, *, allow_all: bool = False) -> None:
+        super().__init__(cfg)
+        self._allow_all = allow_all
+        self._cache: dict[tuple[str, tuple[str, ...], bool], Verdict] = {}
+
+    @classmethod
+    def from_config(cls, cfg: ProxyConfig) -> Engine:
+        return cls(cfg)
+
+    def collection(self, namespace: str) -> CompiledCollection | None:
+        return self._collections.get(namespace)
+
+    def validate_document(self, namespace: str, doc: Mapping[str, Any]) -> list[str]:
+        """Schema messages for one document of ``namespace`` (``[]`` when valid or undeclared)."""
+        cc = self._collections.get(namespace)
+        return [] if cc is None else cc.document_errors(doc)
+
+    def decide(self, cmd: CommandLike) -> Verdict:
+        try:
+            name, db, body = cmd.name, cmd.db, cmd.body
+            command = canonical(name)
+            decision = Decision(self, command, body.get("comment"))
+        except Exception as exc:  # a command object that cannot even be read
+            return internal_refusal(f"cannot read the command: {exc!r}", "<unknown>")
+        try:
+            self._decide(decision, cmd, command, db, body)
+        except Stop:
+            pass
+        except Exception as exc:  # fail closed: a bug or odd input never goes through unchecked
+            decision.refusal = Finding(
+                "malformed",
+                codes.UNSUPPORTED_OPERATION,
+                codes.CODE_NAMES[codes.UNSUPPORTED_OPERATION],
+                f"the proxy could not check this {command} command ({type(exc).__name__}: {exc})",
+                decision.namespaces[0] if decision.namespaces else None,
+                command,
+                None,
+            )
+        return self._verdict(decision)
+
+    def _decide(self, d: Decision, cmd: CommandLike, command: str, db: str, body: Mapping[str, Any]) -> None:
+        if self._allow_all:
+            ns = namespace_of(command, db, body)
+            if ns is not None:
+                d.namespaces.append(ns)
+            return
+        if command in self._deny:
+            message = f"command {command} is denied by the proxy policy (policy.deny_commands)"
+            d.report("deny_commands", "enforce", codes.COMMAND_DENIED, message, namespace_of(command, db, body))
+        if self._read_only and is_write(command, body):
+            message = f"command {command} is refused: the proxy is read-only (read_only: true)"
+            d.report("read_only", "enforce", codes.COMMAND_DENIED, message, namespace_of(command, db, body))
+        handler = HANDLERS.get(command)
+        if handler is not None:
+            handler(self, d, db, body, cmd)
+        else:
+            self.generic(d, command, db, body)
+
+    def _verdict(self, d: Decision) -> Verdict:
+        namespaces = tuple(d.namespaces)
+        if d.refusal is None and not d.warnings:
+            key = (d.command, namespaces, d.marker_used)
+            verdict = self._cache.get(key)
+            if verdict is None:
+                verdict = Verdict(None, (), namespaces, d.command, d.marker_used)
+                if len(self._cache) < _VERDICT_CACHE_SIZE:
+                    self._cache[key] = verdict
+            return verdict
+        return Verdict(d.refusal, tuple(d.warnings), namespaces, d.command, d.marker_used)
+
+
+Engine.ALLOW_ALL = Engine(ProxyConfig(), allow_all=True)

@@ -1,0 +1,29 @@
+"""What the relay reports as it works: one object, many no-op methods.
+
+The admin layer (metrics, shadow report) subclasses this; the relay calls it at
+each event and never depends on what it does with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Hooks:
+    """Receives the relay's events. Every method must be cheap and must not raise."""
+
+    def client_opened(self, peer: str) -> None: ...
+    def client_closed(self, peer: str) -> None: ...
+    def client_rejected(self, peer: str, reason: str) -> None: ...
+    def upstream_opened(self, address: str) -> None: ...
+    def upstream_closed(self, address: str) -> None: ...
+    def upstream_connect_failed(self, address: str, reason: str) -> None: ...
+    def bytes_in(self, n: int) -> None: ...
+    def bytes_out(self, n: int) -> None: ...
+    def protocol_error(self, kind: str) -> None: ...
+
+    def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
+        """A command was decided: forwarded (maybe with warnings) or refused."""
+
+    def round_trip(self, command: str, seconds: float) -> None:
+        """A reply came back for a forwarded request, ``seconds`` after it went out."""

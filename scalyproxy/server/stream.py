@@ -1,0 +1,140 @@
+"""Walks the upstream→client byte stream message by message, without buffering it.
+
+Replies are forwarded chunk by chunk as they arrive (a 47 MB reply is never held
+whole); this tracker only reads each message header to know where messages
+end, so that the proxy can
+
+- slip its own error replies in between two messages (``inject``),
+- drop a reply to a request that asked for none (``drop_ids``: a ``moreToCome``
+  request; real servers send nothing, FerretDB v1 answers anyway and would
+  desynchronise the driver),
+- pair replies with requests (``replied_to``, for round-trip times),
+- capture the one reply it must read whole: the answer to the client's hello.
+
+A header split across two chunks is held back until it is complete, so that
+nothing of a message is forwarded before the tracker knows whether to drop it.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from scalyproxy.wire.errors import ProtocolError
+
+_HEADER = struct.Struct("<iiii")
+Chunk = bytes | bytearray | memoryview
+MAX_DROP_IDS = 1024
+
+
+class ReplyTracker:
+    """Message boundaries of a byte stream, and what of it to forward."""
+
+    __slots__ = (
+        "remaining", "header", "dropping", "capture", "capture_ids", "captured",
+        "drop_ids", "max_size", "replied_to", "injections", "ended",
+    )
+
+    def __init__(self, max_size: int) -> None:
+        self.remaining = 0  # bytes of the current message body still to come
+        self.header = bytearray()  # a header split across chunks (held back)
+        self.dropping = False  # the current message is not forwarded
+        self.capture: bytearray | None = None
+        self.capture_ids: set[int] = set()
+        self.captured: list[bytes] = []
+        self.drop_ids: set[int] = set()
+        self.max_size = max_size
+        self.replied_to: list[int] = []  # responseTo of each message whose header was read
+        self.injections: list[bytes] = []  # our own replies, sent at the next boundary
+        self.ended = 0  # messages completed by the last feed
+
+    def at_boundary(self) -> bool:
+        return self.remaining == 0 and not self.header
+
+    def feed(self, data: Chunk) -> list[Chunk]:
+        """Consume a chunk; return the pieces to forward to the client, in order."""
+        out: list[Chunk] = []
+        seg = 0  # start of the piece of ``data`` not yet emitted
+        pos, n = 0, len(data)
+        self.ended = 0
+        while pos < n:
+            if self.remaining:
+                take = min(self.remaining, n - pos)
+                if self.capture is not None:
+                    self.capture += data[pos : pos + take]
+                pos += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    seg = self._end_message(data, out, seg, pos)
+                continue
+            if not self.header and n - pos >= 16:
+                length, _rid, response_to, _op = _HEADER.unpack_from(data, pos)
+                header_start = pos
+                pos += 16
+                held = b""
+            else:
+                if not self.header and pos > seg:  # emit what precedes a split header
+                    out.append(data[seg:pos])
+                take = min(16 - len(self.header), n - pos)
+                self.header += data[pos : pos + take]
+                pos += take
+                seg = pos  # the header's bytes are held, not emitted from ``data``
+                if len(self.header) < 16:
+                    break
+                length, _rid, response_to, _op = _HEADER.unpack_from(self.header, 0)
+                header_start = pos
+                held = bytes(self.header)
+            self._begin_message(length, response_to, held or data[header_start : header_start + 16])
+            if self.dropping:
+                if header_start > seg:
+                    out.append(data[seg:header_start])
+                seg = pos
+            elif held:
+                out.append(held)
+            if self.remaining == 0:
+                seg = self._end_message(data, out, seg, pos)
+        if seg < n and not self.dropping:
+            out.append(data if seg == 0 else data[seg:n])
+        return out
+
+    def expect_no_reply(self, request_id: int) -> None:
+        """Drop a reply to this request if one comes (a bounded window of ids)."""
+        ids = self.drop_ids
+        if len(ids) >= MAX_DROP_IDS:  # real servers never reply: forget one
+            ids.pop()
+        ids.add(request_id)
+
+    def _begin_message(self, length: int, response_to: int, header: Chunk) -> None:
+        if length < 16 or length > self.max_size:
+            raise ProtocolError(
+                f"upstream sent a message of length {length} (allowed 16..{self.max_size})",
+                kind="bad_length",
+                field="messageLength",
+            )
+        self.header = bytearray()
+        self.remaining = length - 16
+        if response_to in self.drop_ids:
+            self.drop_ids.discard(response_to)
+            self.dropping = True
+            return
+        self.replied_to.append(response_to)
+        if response_to in self.capture_ids:
+            self.capture_ids.discard(response_to)
+            self.capture = bytearray(header)
+
+    def _end_message(self, data: Chunk, out: list[Chunk], seg: int, pos: int) -> int:
+        """A message ended at ``pos``: emit pending injections there; return the new segment start."""
+        self.ended += 1
+        if self.capture is not None:
+            self.captured.append(bytes(self.capture))
+            self.capture = None
+        if self.dropping:
+            self.dropping = False
+            return pos
+        if self.injections:
+            if pos > seg:
+                out.append(data[seg:pos])
+            out.extend(self.injections)
+            self.injections.clear()
+            return pos
+        return seg

@@ -1,0 +1,278 @@
+"""The command view the policy engine reads, built from one request frame.
+
+``command_view(frame)`` accepts an OP_MSG, an OP_QUERY on ``<db>.$cmd`` (the
+legacy handshake) or an OP_COMPRESSED wrapping either. It decodes the body
+strictly (duplicate keys refused) and leaves kind-1 document sequences as bytes
+until someone reads them. The frame itself is never modified, so the relay can
+forward ``frame.data`` untouched.
+
+Everything else raises ProtocolError: ``kind="unsupported_opcode"``
+(non-fatal, with ``request_id``) for legacy and unknown opcodes and for OP_QUERY
+outside ``<db>.$cmd``, so the relay can refuse with a reply and keep the
+connection; other kinds for malformed messages.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+# pymongo's C functions, called directly: bson.decode would add a Python frame,
+# an isinstance check and a cast() call to every message.
+from bson import _bson_to_dict, _dict_to_bson
+
+from scalyproxy.wire.documents import (
+    DECODE_OPTIONS,
+    ENCODE_OPTIONS,
+    Buffer,
+    decode_sequence,
+    refuse_duplicates,
+)
+from scalyproxy.wire.errors import ProtocolError
+from scalyproxy.wire.framer import Frame
+from scalyproxy.wire.header import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HEADER_SIZE,
+    OP_COMPRESSED,
+    OP_MSG,
+    OP_QUERY,
+    op_name,
+)
+from scalyproxy.wire.op_compressed import decompress_message
+from scalyproxy.wire.op_msg import (
+    FLAG_EXHAUST_ALLOWED,
+    FLAG_MORE_TO_COME,
+    check_sequence_names,
+    parse_op_msg,
+)
+from scalyproxy.wire.op_query import QUERY_FLAG_EXHAUST, parse_op_query
+
+_COMMAND_PREFIX: Final = struct.Struct(
+    "<iiiiIBi"
+)  # header, flagBits, first section kind, body size
+#: Flag bits that let an OP_MSG take the fast path: no checksum, no unknown required bit.
+_NOT_FAST_FLAGS: Final = 0xFFFF & ~FLAG_MORE_TO_COME
+_BODY_AT: Final = HEADER_SIZE + 5
+_tuple_new = tuple.__new__
+
+
+class CommandView(NamedTuple):
+    """A request as the policy engine sees it. Immutable.
+
+    ``body`` is the decoded command document (for an OP_QUERY wrapped as
+    ``{$query: {...}, ...}``, the inner command); ``sequences`` maps kind-1
+    identifiers to their documents, decoded (strictly) on first access;
+    ``message`` is the uncompressed message bytes the view was read from.
+    """
+
+    name: str
+    db: str
+    body: Mapping[str, Any]
+    sequences: Mapping[str, Sequence[Mapping[str, Any]]]
+    request_id: int
+    op_code: int
+    flags: int
+    compressor_id: int | None
+    legacy: bool
+    message: Buffer
+
+    def __repr__(self) -> str:  # no document values (they end up in logs)
+        return (
+            f"CommandView(name={self.name!r}, db={self.db!r}, request_id={self.request_id}, "
+            f"op_code={self.op_code}, flags=0x{self.flags:x}, sequences={list(self.sequences)!r}, "
+            f"compressor_id={self.compressor_id}, legacy={self.legacy})"
+        )
+
+    @property
+    def more_to_come(self) -> bool:
+        """The client expects no reply (OP_MSG moreToCome, e.g. w:0 writes)."""
+        return not self.legacy and bool(self.flags & FLAG_MORE_TO_COME)
+
+    @property
+    def exhaust_allowed(self) -> bool:
+        """The client accepts several replies (OP_MSG exhaustAllowed, OP_QUERY Exhaust)."""
+        if self.legacy:
+            return bool(self.flags & QUERY_FLAG_EXHAUST)
+        return bool(self.flags & FLAG_EXHAUST_ALLOWED)
+
+
+class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
+    """Kind-1 document sequences, each decoded and validated when first read."""
+
+    __slots__ = ("_message", "_spans", "_decoded")
+
+    def __init__(self, message: Buffer, spans: dict[str, tuple[int, int]]) -> None:
+        self._message = message
+        self._spans = spans
+        self._decoded: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, name: str) -> list[dict[str, Any]]:
+        docs = self._decoded.get(name)
+        if docs is None:
+            start, stop = self._spans[name]
+            view = memoryview(self._message)[start:stop]
+            docs = decode_sequence(view, offset=start, what=f"kind-1 section {name!r}")
+            self._decoded[name] = docs
+        return docs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def raw(self, name: str) -> memoryview:
+        """The undecoded documents of one sequence."""
+        start, stop = self._spans[name]
+        return memoryview(self._message)[start:stop]
+
+    def __repr__(self) -> str:
+        return f"LazySequences({list(self._spans)!r})"
+
+
+NO_SEQUENCES: Final[Mapping[str, Sequence[Mapping[str, Any]]]] = LazySequences(b"", {})
+
+
+def command_view(frame: Frame, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> CommandView:
+    """The command carried by a request frame; raises ProtocolError (see module doc)."""
+    header = frame.header
+    try:
+        return _fast_op_msg(frame.data) or _view(frame.data, header.op_code, max_message_size)
+    except ProtocolError as exc:
+        raise exc.with_request(header.request_id, exc.op_code or header.op_code) from None
+
+
+def _fast_op_msg(data: Buffer) -> CommandView | None:
+    """The common case, with as few Python steps as possible: an OP_MSG whose only
+    section is the body, without checksum. Returns None for anything else."""
+    if len(data) < 26:
+        return None
+    length, request_id, _rto, op_code, flags, kind, size = _COMMAND_PREFIX.unpack_from(data)
+    if (
+        op_code != OP_MSG
+        or flags & _NOT_FAST_FLAGS
+        or kind
+        or size + _BODY_AT != length
+        or length != len(data)
+    ):
+        return None
+    raw = data[_BODY_AT:]
+    try:
+        body: dict[str, Any] = _bson_to_dict(raw, DECODE_OPTIONS)
+        canonical = _dict_to_bson(body, False, ENCODE_OPTIONS, False) == raw
+    except Exception:
+        body = _decode_body(raw, _BODY_AT)  # says what is wrong, or copes with the odd value
+    else:
+        if not canonical:
+            refuse_duplicates(raw, offset=_BODY_AT, what="the command body")
+    name, db = _name_and_db(body)
+    return _tuple_new(
+        CommandView, (name, db, body, NO_SEQUENCES, request_id, op_code, flags, None, False, data)
+    )
+
+
+def _view(
+    data: Buffer, op_code: int, max_message_size: int, compressor_id: int | None = None
+) -> CommandView:
+    if op_code == OP_MSG:
+        return _op_msg_view(data, compressor_id)
+    if op_code == OP_QUERY:
+        return _op_query_view(data, compressor_id)
+    if op_code == OP_COMPRESSED and compressor_id is None:
+        inner = decompress_message(data, max_message_size)
+        compressor = data[HEADER_SIZE + 8]
+        return _view(inner, struct.unpack_from("<i", inner, 12)[0], max_message_size, compressor)
+    raise ProtocolError(
+        f"{op_name(op_code)} ({op_code}) is not relayed: the proxy reads OP_MSG commands "
+        "(and OP_QUERY only for the legacy hello handshake)",
+        kind="unsupported_opcode",
+        field="opCode",
+        offset=12,
+        op_code=op_code,
+    )
+
+
+def _op_msg_view(data: Buffer, compressor_id: int | None) -> CommandView:
+    layout = parse_op_msg(data)
+    start, stop = layout.body
+    body = _decode_body(memoryview(data)[start:stop], start)
+    name, db = _name_and_db(body)
+    sequences = NO_SEQUENCES
+    if layout.sequences:
+        check_sequence_names(body, layout.sequences)
+        sequences = LazySequences(data, layout.sequences)
+    request_id = struct.unpack_from("<i", data, 4)[0]
+    return CommandView(
+        name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data
+    )
+
+
+def _op_query_view(data: Buffer, compressor_id: int | None) -> CommandView:
+    layout = parse_op_query(data)
+    request_id = struct.unpack_from("<i", data, 4)[0]
+    database, dot, collection = layout.namespace.partition(".")
+    if not database or collection != "$cmd":
+        raise ProtocolError(
+            f"OP_QUERY on {layout.namespace!r} is not relayed: only <db>.$cmd commands "
+            "(the legacy hello handshake) are read; use OP_MSG",
+            kind="unsupported_opcode",
+            field="fullCollectionName",
+            offset=HEADER_SIZE + 4,
+            op_code=OP_QUERY,
+        )
+    start, stop = layout.query
+    body = unwrap_query(_decode_body(memoryview(data)[start:stop], start))
+    if not body:
+        raise _command_error("the OP_QUERY command document is empty")
+    name = next(iter(body))
+    return CommandView(
+        name,
+        database,
+        body,
+        NO_SEQUENCES,
+        request_id,
+        OP_QUERY,
+        layout.flags,
+        compressor_id,
+        True,
+        data,
+    )
+
+
+def unwrap_query(query: dict[str, Any]) -> dict[str, Any]:
+    """The command inside a legacy ``{$query: {...}, $readPreference: ...}`` wrapper."""
+    if query and next(iter(query)) == "$query" and isinstance(query["$query"], dict):
+        inner: dict[str, Any] = query["$query"]
+        return inner
+    return query
+
+
+def _decode_body(raw: Buffer, offset: int) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = _bson_to_dict(raw, DECODE_OPTIONS)
+    except Exception as exc:
+        raise ProtocolError(
+            f"the command body is not valid BSON: {exc}", kind="bad_bson", offset=offset
+        ) from exc
+    try:
+        canonical = _dict_to_bson(body, False, ENCODE_OPTIONS, False) == raw
+    except Exception:
+        canonical = False
+    if not canonical:
+        refuse_duplicates(raw, offset=offset, what="the command body")
+    return body
+
+
+def _name_and_db(body: dict[str, Any]) -> tuple[str, str]:
+    name = next(iter(body), None)
+    if name is None:
+        raise _command_error("the command body is empty (a command is named by its first key)")
+    db = body.get("$db")
+    if type(db) is not str or not db:
+        raise _command_error(f"the {name!r} command has no usable $db (got {db!r})", "$db")
+    return name, db
+
+
+def _command_error(reason: str, field: str | None = None) -> ProtocolError:
+    return ProtocolError(reason, kind="bad_command", field=field)

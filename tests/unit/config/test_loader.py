@@ -1,0 +1,266 @@
+"""The YAML loader: the example config, defaults, and errors that name the line and key."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from scalyproxy.config import (
+    ConfigError,
+    HostPort,
+    Limits,
+    ProxyConfig,
+    load_config,
+    load_config_text,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+BLOG = ROOT / "config" / "blog.yaml"
+
+
+def errors_of(text: str) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "test.yaml")
+    return [(i.line, i.path, i.message) for i in info.value.issues]
+
+
+def test_blog_example_loads_as_written() -> None:
+    cfg = load_config(BLOG)
+    assert cfg.listen == HostPort("127.0.0.1", 27017)
+    assert cfg.upstream == "mongodb://127.0.0.1:27018"
+    assert cfg.policy.allow_marker == "scaly:allow-global"
+    assert cfg.policy.unknown_namespaces == "allow" and cfg.policy.targeting == "full"
+    assert cfg.policy.deny_commands == ()
+    coll = cfg.collections["blog.blog_posts"]
+    assert coll.db == "blog" and coll.name == "blog_posts"
+    assert coll.rules.unindexed_query == "off" and coll.rules.global_query == "enforce"
+    assert coll.rule_overrides == {"unindexed_query": "off"}
+    assert coll.shard_key is not None and coll.shard_key.keys == (("author", 1), ("title", 1))
+    assert coll.shard_key.unique
+    assert coll.structure is not None
+    assert coll.structure.required == ("author", "title")
+    comments = coll.structure.fields["comments"]
+    assert comments.kind == "array" and comments.items is not None
+    assert comments.items.fields["rank"].types == ("int",)
+    assert cfg.source_path == str(BLOG)
+    assert cfg.source_hash == hashlib.sha256(BLOG.read_bytes()).hexdigest()
+
+
+def test_empty_config_gives_defaults() -> None:
+    cfg = load_config_text("")
+    assert cfg.listen == HostPort("127.0.0.1", 27017)
+    assert cfg.limits == Limits()
+    assert cfg.collections == {}
+    assert cfg.source_path is None and len(cfg.source_hash) == 64
+    assert ProxyConfig().policy.rules.unindexed_query == "warn"
+
+
+def test_proxy_settings() -> None:
+    text = """
+listen: "[::1]:0"
+upstream: mongodb://h1:1,h2:2/?tls=true
+admin_listen: 127.0.0.1:9216
+limits: {max_connections: 5, idle_timeout_s: 1.5, message_read_timeout_s: 2, connect_timeout_s: 3, upstream_timeout_s: 0, max_message_size: 2048}
+log_level: debug
+log_values: true
+read_only: true
+report_size: 10
+drift_check: strict
+drift_check_interval_s: 5
+"""
+    cfg = load_config_text(text)
+    assert cfg.listen == HostPort("::1", 0) and str(cfg.listen) == "[::1]:0"
+    assert cfg.upstream_hosts == (HostPort("h1", 1), HostPort("h2", 2))
+    assert cfg.admin_listen == HostPort("127.0.0.1", 9216)
+    assert cfg.limits == Limits(5, 1.5, 2, 3, 0, 2048)
+    assert (cfg.log_level, cfg.log_values, cfg.read_only, cfg.report_size) == ("debug", True, True, 10)
+    assert cfg.drift_check == "strict" and cfg.drift_check_interval_s == 5
+
+
+def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "server.pem").write_text("x")
+    (tmp_path / "server.key").write_text("x")
+    path = tmp_path / "proxy.yaml"
+    path.write_text("tls:\n  cert_file: server.pem\n  key_file: server.key\n  ca_file: missing-ca.pem\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [(i.line, i.path) for i in info.value.issues] == [(4, "tls.ca_file")]
+    assert "file not found" in str(info.value)
+    path.write_text("tls:\n  cert_file: server.pem\n  key_file: server.key\n")
+    cfg = load_config(path)
+    assert cfg.tls is not None and cfg.tls.cert_file == str(tmp_path / "server.pem") and cfg.tls.ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "fragment"),
+    [
+        ("listen: 27017\n", 1, "listen", "expected a string"),
+        ("listen: localhost\n", 1, "listen", "HOST:PORT"),
+        ("listen: host:99999\n", 1, "listen", "bad port"),
+        ("upstream: http://x\n", 1, "upstream", "mongodb://"),
+        ("upstream: mongodb+srv://x.example.com\n", 1, "upstream", "mongodb+srv"),
+        ("upstream: mongodb://h:1/?bogusOption=1\n", 1, "upstream", "bad MongoDB URI"),
+        ("lisen: 1.2.3.4:5\n", 1, "lisen", "did you mean 'listen'"),
+        ("limits:\n  max_connections: 0\n", 2, "limits.max_connections", "out of range"),
+        ("limits:\n  idle_timeout_s: soon\n", 2, "limits.idle_timeout_s", "expected a number"),
+        ("limits:\n  max_conections: 3\n", 2, "limits.max_conections", "unknown key"),
+        ("log_level: loud\n", 1, "log_level", "debug | info | warning | error"),
+        ("read_only: maybe\n", 1, "read_only", "true or false"),
+        ("drift_check: sometimes\n", 1, "drift_check", "strict"),
+        ("tls:\n  cert_file: a.pem\n", 2, "tls.key_file", "missing"),
+        ("policy:\n  targeting: partial\n", 2, "policy.targeting", "full | prefix"),
+        ("policy:\n  unknown_namespaces: block\n", 2, "policy.unknown_namespaces", "allow | warn | deny"),
+        ("policy:\n  rules:\n    schema: strict\n", 3, "policy.rules.schema", "enforce | warn | off"),
+        ("policy:\n  rules:\n    schemas: warn\n", 3, "policy.rules.schemas", "did you mean 'schema'"),
+        ("policy:\n  allow_marker: ''\n", 2, "policy.allow_marker", "must not be empty"),
+        ("policy:\n  deny_commands: dropDatabase\n", 2, "policy.deny_commands", "a list of command names"),
+        ("collections:\n  nodot:\n    indexes: []\n", 2, "collections.nodot", "<database>.<collection>"),
+        ("collections:\n  a.b:\n    structure:\n      x: strnig\n", 4, "collections.a.b.structure.x", "did you mean 'string'"),
+        ("collections:\n  a.b:\n    structure:\n      x: [int, string]\n", 4, "collections.a.b.structure.x", "one-element list"),
+        ("collections:\n  a.b:\n    structure:\n      x.y: int\n", 4, "collections.a.b.structure.x.y", "bad field name"),
+        ("collections:\n  a.b:\n    structure: {x: int}\n    required: [y]\n", 4, "collections.a.b.required.0", "missing from the structure"),
+        ("collections:\n  a.b:\n    structure: {x: int}\n    indexes:\n      - fields: [y]\n        shard_key: true\n", 5, "collections.a.b.indexes.0.fields", "shard-key field 'y' is missing from the structure"),
+        ("collections:\n  a.b:\n    structure: {x: [int]}\n    indexes:\n      - fields: [x]\n        shard_key: true\n", 5, "collections.a.b.indexes.0.fields", "cannot be an array"),
+        ("collections:\n  a.b:\n    structure: {x: [{y: int}]}\n    indexes:\n      - fields: [x.y]\n        shard_key: true\n", 5, "collections.a.b.indexes.0.fields", "cannot be inside an array"),
+        ("collections:\n  a.b:\n    indexes:\n      - fields: {x: 2}\n", 4, "collections.a.b.indexes.0.fields.x", "1 | -1 | hashed"),
+        ("collections:\n  a.b:\n    indexes:\n      - fields: []\n", 4, "collections.a.b.indexes.0.fields", "at least one field"),
+        ("collections:\n  a.b:\n    indexes:\n      - fields: {x: hashed, y: hashed}\n", 4, "collections.a.b.indexes.0.fields", "at most one hashed"),
+        ("collections:\n  a.b:\n    indexes:\n      - fields: {x: hashed}\n        unique: true\n", 4, "collections.a.b.indexes.0.fields", "cannot be unique"),
+        ("collections:\n  a.b:\n    indexes:\n      - field: [x]\n", 4, "collections.a.b.indexes.0.field", "unknown key"),
+        ("collections:\n  a.b:\n    structure: {x: int}\n    indexes: [{fields: [z]}]\n", 4, "collections.a.b.indexes.0.fields", "index field 'z' is missing"),
+        ("collections:\n  a.b:\n    rules: {schema: on}\n", 3, "collections.a.b.rules.schema", "enforce | warn | off"),
+        ("collections:\n  a.b:\n    required: [x]\n", 3, "collections.a.b.required", "needs a 'structure'"),
+        ("collections:\n  a.b:\n    strucutre: {}\n", 3, "collections.a.b.strucutre", "did you mean 'structure'"),
+        ("a: 1\na: 2\n", 2, "a", "duplicate key"),
+        ("listen: [\n", 2, "", "YAML syntax error"),
+        ("- just\n- a list\n", 1, "", "expected a mapping of settings"),
+    ],
+)
+def test_error_names_line_and_key(text: str, line: int, path: str, fragment: str) -> None:
+    issues = errors_of(text)
+    assert any(i[0] == line and i[1] == path and fragment in i[2] for i in issues), issues
+
+
+def test_two_shard_keys_names_the_second_index() -> None:
+    text = """collections:
+  a.b:
+    indexes:
+      - fields: [x]
+        shard_key: true
+      - fields: [y]
+        shard_key: true
+"""
+    issues = errors_of(text)
+    assert [(line, message) for line, _, message in issues] == [
+        (6, "two shard keys (at most one index per collection has shard_key: true)")
+    ]
+
+
+def test_every_problem_is_reported_in_one_error() -> None:
+    text = """listen: nowhere
+lisen: 1
+policy:
+  targeting: sideways
+  rules: {schema: strict}
+collections:
+  blog.posts:
+    structure:
+      a: strng
+      b: [int, int]
+    required: [zzz]
+    indexes:
+      - fields: [a, q]
+        shard_key: true
+      - fields: [b]
+        shard_key: true
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "bad.yaml")
+    lines = str(info.value).splitlines()
+    assert len(lines) == len(info.value.issues) >= 8
+    assert all(line.startswith("bad.yaml:") for line in lines)
+    assert "bad.yaml:1: listen: bad address 'nowhere' (write HOST:PORT, e.g. 127.0.0.1:27017)" in lines
+    assert any(line.startswith("bad.yaml:9: collections.blog.posts.structure.a: unknown type 'strng'") for line in lines)
+    assert "bad.yaml:15: collections.blog.posts.indexes.1: two shard keys (at most one index per collection has shard_key: true)" in lines
+    assert not any("shard-key field 'a'" in line for line in lines)  # no cascade from the bad type of a
+    assert [i.line for i in info.value.issues] == sorted(i.line or 0 for i in info.value.issues)
+
+
+def test_off_is_a_mode_even_though_yaml_reads_it_as_false() -> None:
+    cfg = load_config_text("policy:\n  rules:\n    unindexed_query: off\n    schema: 'off'\n")
+    assert cfg.policy.rules.unindexed_query == "off" and cfg.policy.rules.schema == "off"
+    assert errors_of("policy:\n  rules:\n    schema: no\n")[0][1] == "policy.rules.schema"
+
+
+def test_nullable_union_and_long_form_syntax() -> None:
+    text = """collections:
+  a.b:
+    structure:
+      s: string?
+      u: int | long | null
+      n: "null"
+      d:
+        x: int
+        $nullable: true
+        $additional_fields: true
+      arr: {$array: string, $nullable: true}
+      arr2: ["int?"]
+"""
+    fields = load_config_text(text).collections["a.b"].structure.fields  # type: ignore[union-attr]
+    assert (fields["s"].types, fields["s"].nullable) == (("string",), True)
+    assert (fields["u"].types, fields["u"].nullable) == (("int", "long", "null"), False)
+    assert fields["u"].label() == "int or long or null"
+    assert fields["n"].nullable
+    assert fields["d"].kind == "object" and fields["d"].nullable and fields["d"].additional_fields
+    assert fields["arr"].kind == "array" and fields["arr"].nullable
+    assert fields["arr2"].items is not None and fields["arr2"].items.nullable
+
+
+def test_required_and_shard_key_paths() -> None:
+    text = """collections:
+  a.b:
+    structure:
+      c: {r: string, i: int}
+      lines: [{sku: string}]
+    required: [lines.sku]
+    indexes: [{fields: {c.r: 1, c.i: hashed}, shard_key: true}]
+"""
+    structure = load_config_text(text).collections["a.b"].structure
+    assert structure is not None
+    assert structure.required == ("c",)
+    assert structure.fields["c"].required == ("r", "i")
+    assert structure.fields["lines"].items is not None and structure.fields["lines"].items.required == ("sku",)
+
+
+def test_merge_keys_and_anchors() -> None:
+    text = """base: &base {}
+collections:
+  a.b: &coll
+    structure: {x: int}
+  a.c: *coll
+"""
+    assert errors_of(text)[0][1] == "base"
+    ok = "collections:\n  a.b: &c\n    structure: {x: int}\n  a.c:\n    <<: *c\n    additional_fields: true\n"
+    cfg = load_config_text(ok)
+    assert cfg.collections["a.c"].structure is not None and cfg.collections["a.c"].structure.additional_fields
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_host_port_parse() -> None:
+    assert HostPort.parse("db.example:27017") == HostPort("db.example", 27017)
+    assert HostPort.parse("[fe80::1]:1") == HostPort("fe80::1", 1)
+    for bad in ("", ":1", "h:", "h:x", "::1:5", "[::1]5", "h:70000"):
+        with pytest.raises(ValueError):
+            HostPort.parse(bad)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.collections
