@@ -101,7 +101,11 @@ def decode_cases() -> tuple[dict[str, Callable[[], object]], dict[str, int]]:
         ),
         "insert: command_view + documents": view_and_docs,
     }
-    sizes = {"find body": len(find_body), "find message": len(find_msg), "insert message": len(insert_msg)}
+    sizes = {
+        "find body": len(find_body),
+        "find message": len(find_msg),
+        "insert message": len(insert_msg),
+    }
     return cases, sizes
 
 
@@ -134,22 +138,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a CI smoke run")
     args = parser.parse_args()
-    number, rounds, stream_count, large_reps = (500, 3, 2000, 2) if args.quick else (20000, 15, 50000, 10)
+    number, rounds, stream_count, large_reps = (
+        (500, 3, 2000, 2) if args.quick else (20000, 15, 50000, 10)
+    )
 
     cases, sizes = decode_cases()
     best = best_of(cases, number, rounds)
     print(f"sizes: {sizes}   (min of {rounds} interleaved rounds x {number} calls)")
     print(f"{'case':<46}{'us/msg':>10}{'ratio':>9}")
-    baselines = {"find": best["find: bson.decode(body)"], "insert": best["insert: bson.decode(body)"]}
+    baselines = {
+        "find": best["find: bson.decode(body)"],
+        "insert": best["insert: bson.decode(body)"],
+    }
     both = best["insert: bson.decode(body)+decode_all(docs)"]
     for name, seconds in best.items():
         base = both if name == "insert: command_view + documents" else baselines[name.split(":")[0]]
         print(f"{name:<46}{seconds * 1e6:>10.2f}{seconds / base:>8.2f}x")
     elapsed, frames, total = min(framer_stream(stream_count) for _ in range(3))
-    print(f"framer, {frames} x {total // frames} B in 64 KiB chunks: "
-          f"{frames / elapsed:,.0f} msg/s, {total / elapsed / 1e6:,.0f} MB/s")
+    print(
+        f"framer, {frames} x {total // frames} B in 64 KiB chunks: "
+        f"{frames / elapsed:,.0f} msg/s, {total / elapsed / 1e6:,.0f} MB/s"
+    )
     large = min(framer_large(16_000_000) for _ in range(large_reps))
-    print(f"framer, one 16 MB message in 64 KiB chunks: {large * 1e3:.1f} ms, {16 / large:,.0f} MB/s")
+    print(
+        f"framer, one 16 MB message in 64 KiB chunks: {large * 1e3:.1f} ms, {16 / large:,.0f} MB/s"
+    )
     print(f"python {sys.version.split()[0]}, pymongo C extension: {bson.has_c()}")
 
 

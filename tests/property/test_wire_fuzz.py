@@ -32,7 +32,9 @@ from scalyproxy.wire import (
 
 SEEDS = [
     encode_op_msg({"find": "c", "filter": {"a": [1, {"b": "x"}]}, "$db": "d"}, request_id=1),
-    encode_op_msg({"insert": "c", "$db": "d"}, request_id=2, sequences={"documents": [{"_id": 1}, {"x": 2}]}),
+    encode_op_msg(
+        {"insert": "c", "$db": "d"}, request_id=2, sequences={"documents": [{"_id": 1}, {"x": 2}]}
+    ),
     encode_op_msg({"ping": 1, "$db": "admin"}, request_id=3, checksum=True),
     encode_op_query("admin.$cmd", {"isMaster": 1, "compression": ["zlib"]}, request_id=4),
     encode_op_reply([{"ok": 1.0}], request_id=5, response_to=4),
@@ -54,7 +56,9 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif op == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         elif op == "int" and len(data) >= pos + 4:
-            data[pos : pos + 4] = struct.pack("<i", draw(st.sampled_from([-1, 0, 5, 16, 2**31 - 1, 48_000_001])))
+            data[pos : pos + 4] = struct.pack(
+                "<i", draw(st.sampled_from([-1, 0, 5, 16, 2**31 - 1, 48_000_001]))
+            )
     if draw(st.booleans()) and len(data) >= 4:
         data[0:4] = struct.pack("<i", len(data))
     return bytes(data)
@@ -72,9 +76,9 @@ DECODERS: list[Callable[[Frame], Any]] = [
 ]
 
 
-def only_protocol_errors(fn: Callable[[], Any]) -> None:
+def only_protocol_errors(fn: Callable[..., Any], *args: Any) -> None:
     try:
-        fn()
+        fn(*args)
     except ProtocolError as exc:
         assert exc.kind and str(exc)
 
@@ -94,17 +98,18 @@ def test_framer_and_decoders_fail_only_with_protocol_error(data: bytes, cuts: li
     except ProtocolError as exc:
         assert exc.fatal and exc.kind == "bad_length"
     if len(data) >= 16:
-        frames.append(make_frame(data))  # also decode the bytes as one message, whatever its header says
+        # also decode the bytes as one message, whatever its header says
+        frames.append(make_frame(data))
     for frame in frames:
         for decode in DECODERS:
-            only_protocol_errors(lambda: decode(frame))
+            only_protocol_errors(decode, frame)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_document_decoders_fail_only_with_protocol_error(data: bytes) -> None:
-    only_protocol_errors(lambda: decode_document(data))
-    only_protocol_errors(lambda: decode_sequence(data))
+    only_protocol_errors(decode_document, data)
+    only_protocol_errors(decode_sequence, data)
 
 
 @settings(max_examples=200, deadline=None)

@@ -88,7 +88,9 @@ def test_document_round_trip(doc: dict[str, Any]) -> None:
 @given(op_msgs(), st.integers(-(2**31), 2**31 - 1))
 def test_op_msg_round_trip(message: tuple[Any, ...], request_id: int) -> None:
     body, sequences, flag_bits, checksum = message
-    raw = encode_op_msg(body, request_id=request_id, flags=flag_bits, sequences=sequences, checksum=checksum)
+    raw = encode_op_msg(
+        body, request_id=request_id, flags=flag_bits, sequences=sequences, checksum=checksum
+    )
     decoded = decode_op_msg(raw)
     assert decoded.body == body
     assert decoded.sequences == sequences
@@ -102,10 +104,18 @@ def test_op_msg_round_trip(message: tuple[Any, ...], request_id: int) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(documents, st.one_of(st.none(), documents), st.integers(0, 2**31 - 1), st.integers(-5, 5))
-def test_op_query_round_trip(query: dict[str, Any], selector: Any, flags_: int, to_return: int) -> None:
-    raw = encode_op_query("db.$cmd", query, request_id=1, flags=flags_, number_to_return=to_return, selector=selector)
+def test_op_query_round_trip(
+    query: dict[str, Any], selector: Any, flags_: int, to_return: int
+) -> None:
+    raw = encode_op_query(
+        "db.$cmd", query, request_id=1, flags=flags_, number_to_return=to_return, selector=selector
+    )
     decoded = decode_op_query(raw)
-    assert (decoded.flags, decoded.namespace, decoded.number_to_return) == (flags_, "db.$cmd", to_return)
+    assert (decoded.flags, decoded.namespace, decoded.number_to_return) == (
+        flags_,
+        "db.$cmd",
+        to_return,
+    )
     assert decoded.query == query and decoded.selector == selector
 
 

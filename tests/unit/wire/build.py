@@ -48,9 +48,13 @@ def sized(ident: str | bytes, *docs: bytes, nul: bool = True, add: int = 0) -> b
     return struct.pack("<i", 4 + len(payload) + add) + payload
 
 
-def op_msg(flags: int, *parts: bytes | int, request_id: int = 7, checksum: bool = False, add: int = 0) -> bytes:
+def op_msg(
+    flags: int, *parts: bytes | int, request_id: int = 7, checksum: bool = False, add: int = 0
+) -> bytes:
     """An OP_MSG from flags and parts (an int part is a section kind byte)."""
-    payload = struct.pack("<I", flags) + b"".join(bytes([p]) if isinstance(p, int) else p for p in parts)
+    payload = struct.pack("<I", flags) + b"".join(
+        bytes([p]) if isinstance(p, int) else p for p in parts
+    )
     length = 16 + len(payload) + (4 if checksum else 0)
     message = struct.pack("<iiii", length + add, request_id, 0, 2013) + payload
     if checksum:

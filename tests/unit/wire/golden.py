@@ -61,11 +61,20 @@ def insert_1000() -> Golden:
     docs = [{"_id": i, "name": f"user{i}", "tags": ["a", "b"], "n": {"x": i}} for i in range(1000)]
     command = {"insert": "users", "ordered": True, "documents": docs}
     rid, msg = _op_msg(command, "app")
-    return Golden("insert_1000", msg, rid, {"insert": "users", "ordered": True, "$db": "app"}, {"documents": docs}, "app")
+    return Golden(
+        "insert_1000",
+        msg,
+        rid,
+        {"insert": "users", "ordered": True, "$db": "app"},
+        {"documents": docs},
+        "app",
+    )
 
 
 def find() -> Golden:
-    command = pm._gen_find_command("users", {"age": {"$gt": 30}}, {"name": 1}, 0, -5, None, None, ReadConcern())
+    command = pm._gen_find_command(
+        "users", {"age": {"$gt": 30}}, {"name": 1}, 0, -5, None, None, ReadConcern()
+    )
     expected = {**command, "$db": "app"}
     rid, msg = _op_msg(command, "app")
     return Golden("find", msg, rid, expected, {}, "app")
@@ -79,8 +88,15 @@ def get_more() -> Golden:
 
 
 def hello_op_query(name: str = "isMaster") -> Golden:
-    query = {name: 1, "helloOk": True, "client": {"driver": {"name": "PyMongo", "version": "4.20"}}, "compression": ["zlib"]}
-    rid, msg, _max = _cmessage._query_message(0, "admin.$cmd", 0, -1, query, None, DEFAULT_CODEC_OPTIONS)
+    query = {
+        name: 1,
+        "helloOk": True,
+        "client": {"driver": {"name": "PyMongo", "version": "4.20"}},
+        "compression": ["zlib"],
+    }
+    rid, msg, _max = _cmessage._query_message(
+        0, "admin.$cmd", 0, -1, query, None, DEFAULT_CODEC_OPTIONS
+    )
     return Golden(f"{name}_op_query", msg, rid, query, {}, "admin")
 
 
@@ -88,7 +104,14 @@ def compressed(ctx: Any, label: str) -> Golden:
     docs = [{"_id": ObjectId(), "v": "x" * 50, "i": i} for i in range(20)]
     command = {"insert": "logs", "documents": docs}
     rid, msg = _op_msg(command, "app", ctx)
-    return Golden(f"compressed_{label}", msg, rid, {"insert": "logs", "$db": "app"}, {"documents": docs}, "app")
+    return Golden(
+        f"compressed_{label}",
+        msg,
+        rid,
+        {"insert": "logs", "$db": "app"},
+        {"documents": docs},
+        "app",
+    )
 
 
 def all_golden() -> list[Golden]:

@@ -12,7 +12,13 @@ from bson.code import Code
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from scalyproxy.wire import ProtocolError, command_view, decode_document, decode_sequence, make_frame
+from scalyproxy.wire import (
+    ProtocolError,
+    command_view,
+    decode_document,
+    decode_sequence,
+    make_frame,
+)
 from scalyproxy.wire.documents import DECODE_OPTIONS, find_duplicate_key
 from tests.unit.wire.build import (
     BODY,
@@ -45,7 +51,9 @@ def test_raw_bson_document_alone_would_not_be_enough() -> None:
     accepted = 0
     for _name, case in DECODE_ERRORS:
         try:
-            RawBSONDocument(bytes.fromhex(case["bson"]), CodecOptions(document_class=RawBSONDocument))
+            RawBSONDocument(
+                bytes.fromhex(case["bson"]), CodecOptions(document_class=RawBSONDocument)
+            )
             accepted += 1
         except Exception:
             pass
@@ -65,7 +73,9 @@ def test_decode_errors_are_refused_everywhere(name: str, case: dict[str, Any]) -
     assert in_body.value.kind in ("bad_bson", "bad_section") and in_body.value.request_id == 7
     view_or_error: Any
     try:  # as a kind-1 document: the layout may already be refused, else reading is
-        view_or_error = command_view(make_frame(op_msg(0, BODY, ping(), SEQUENCE, sized("docs", raw))))
+        view_or_error = command_view(
+            make_frame(op_msg(0, BODY, ping(), SEQUENCE, sized("docs", raw)))
+        )
     except ProtocolError:
         return
     with pytest.raises(ProtocolError):
@@ -100,16 +110,27 @@ def test_two_db_fields() -> None:
     assert err.field == "$db" and "$db" in str(err)
     with pytest.raises(ProtocolError) as info:
         command_view(make_frame(op_msg(0, BODY, raw)))
-    assert info.value.kind == "duplicate_key" and info.value.request_id == 7 and not info.value.fatal
+    assert (
+        info.value.kind == "duplicate_key" and info.value.request_id == 7 and not info.value.fatal
+    )
 
 
 def test_two_filters() -> None:
-    raw = doc(el_str("find", "c"), el_doc("filter", doc(el_int("a", 1))), el_doc("filter", doc()), el_str("$db", "d"))
+    raw = doc(
+        el_str("find", "c"),
+        el_doc("filter", doc(el_int("a", 1))),
+        el_doc("filter", doc()),
+        el_str("$db", "d"),
+    )
     assert dup_error(raw).field == "filter"
 
 
 def test_duplicate_inside_a_filter() -> None:
-    raw = doc(el_str("find", "c"), el_doc("filter", doc(el_int("a", 1), el_int("a", 2))), el_str("$db", "d"))
+    raw = doc(
+        el_str("find", "c"),
+        el_doc("filter", doc(el_int("a", 1), el_int("a", 2))),
+        el_str("$db", "d"),
+    )
     err = dup_error(raw)
     assert err.field == "filter.a"
     assert err.offset is not None and raw[err.offset : err.offset + 3] == b"\x10a\x00"
@@ -119,20 +140,30 @@ def test_duplicate_inside_a_filter() -> None:
 
 def test_duplicate_deep_inside_arrays() -> None:
     inner = doc(el_int("x", 1), el_int("x", 1))  # same value twice: still refused
-    raw = doc(el_str("aggregate", "c"), el_array("pipeline", doc(el_doc("0", doc(el_doc("$match", inner))))))
+    raw = doc(
+        el_str("aggregate", "c"),
+        el_array("pipeline", doc(el_doc("0", doc(el_doc("$match", inner))))),
+    )
     assert dup_error(raw).field == "pipeline.0.$match.x"
 
 
 def test_duplicate_in_code_with_scope() -> None:
     scope = doc(el_int("v", 1), el_int("v", 2))
     code = b"return v;\x00"
-    cws = struct.pack("<i", 4 + 4 + len(code) + len(scope)) + struct.pack("<i", len(code)) + code + scope
+    cws = (
+        struct.pack("<i", 4 + 4 + len(code) + len(scope))
+        + struct.pack("<i", len(code))
+        + code
+        + scope
+    )
     raw = doc(b"\x0f" + b"fn\x00" + cws)
     assert dup_error(raw).field == "fn.$scope.v"
 
 
 def test_duplicates_in_a_sequence_document() -> None:
-    run = bson.encode({"a": 1}) + doc(el_int("_id", 1), el_doc("n", doc(el_int("k", 1), el_int("k", 1))))
+    run = bson.encode({"a": 1}) + doc(
+        el_int("_id", 1), el_doc("n", doc(el_int("k", 1), el_int("k", 1)))
+    )
     with pytest.raises(ProtocolError) as info:
         decode_sequence(run, what="kind-1 section 'documents'")
     assert info.value.kind == "duplicate_key" and info.value.field == "n.k"

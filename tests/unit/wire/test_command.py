@@ -6,8 +6,8 @@ import struct
 
 import bson
 import pytest
-from pymongo import _cmessage
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from pymongo import _cmessage
 
 from scalyproxy.wire import (
     OP_COMPRESSED,
@@ -53,13 +53,17 @@ def test_name_is_the_first_key_exactly_as_sent() -> None:
 
 
 def test_repr_shows_no_document_values() -> None:
-    view = view_of(encode_op_msg({"find": "c", "filter": {"ssn": "123-45-6789"}, "$db": "d"}, request_id=1))
+    view = view_of(
+        encode_op_msg({"find": "c", "filter": {"ssn": "123-45-6789"}, "$db": "d"}, request_id=1)
+    )
     assert "123-45-6789" not in repr(view) and "find" in repr(view)
 
 
 def test_sequences_are_decoded_lazily_and_once() -> None:
     docs = [{"_id": i} for i in range(3)]
-    view = view_of(encode_op_msg({"insert": "c", "$db": "d"}, request_id=2, sequences={"documents": docs}))
+    view = view_of(
+        encode_op_msg({"insert": "c", "$db": "d"}, request_id=2, sequences={"documents": docs})
+    )
     assert isinstance(view.sequences, LazySequences)
     assert list(view.sequences) == ["documents"] and len(view.sequences) == 1
     assert bytes(view.sequences.raw("documents")) == b"".join(bson.encode(d) for d in docs)
@@ -84,7 +88,9 @@ def test_db_must_be_a_string() -> None:
 @pytest.mark.parametrize("name", ["hello", "isMaster", "ismaster"])
 def test_hello_over_op_query(name: str) -> None:
     query = {name: 1, "client": {"driver": {"name": "x"}}, "compression": ["snappy"]}
-    _rid, message, _ = _cmessage._query_message(4, "admin.$cmd", 0, -1, query, None, DEFAULT_CODEC_OPTIONS)
+    _rid, message, _ = _cmessage._query_message(
+        4, "admin.$cmd", 0, -1, query, None, DEFAULT_CODEC_OPTIONS
+    )
     view = view_of(message)
     assert (view.name, view.db, view.legacy, view.op_code) == (name, "admin", True, OP_QUERY)
     assert view.body == query and view.flags == 4 and not view.more_to_come
@@ -145,7 +151,9 @@ def test_op_query_trailing_bytes_after_selector() -> None:
 
 @pytest.mark.parametrize("compressor_id", [0, 1, 2, 3])
 def test_compressed_op_msg(compressor_id: int) -> None:
-    plain = encode_op_msg({"insert": "c", "$db": "d"}, request_id=8, sequences={"documents": [{"x": 1}]})
+    plain = encode_op_msg(
+        {"insert": "c", "$db": "d"}, request_id=8, sequences={"documents": [{"x": 1}]}
+    )
     packed = compress_message(plain, compressor_id)
     frame = make_frame(packed)
     view = command_view(frame)

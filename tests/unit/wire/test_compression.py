@@ -25,11 +25,17 @@ from scalyproxy.wire import (
 from scalyproxy.wire.op_compressed import NEVER_COMPRESSED
 from tests.unit.wire.build import BODY, SEQUENCE, op_msg, sized
 
-PLAIN = encode_op_msg({"find": "c", "filter": {"x": "y" * 300}, "$db": "d"}, request_id=21, response_to=4)
+PLAIN = encode_op_msg(
+    {"find": "c", "filter": {"x": "y" * 300}, "$db": "d"}, request_id=21, response_to=4
+)
 
 
-def wrap(original_op: int, size: int, compressor: int, payload: bytes, request_id: int = 21) -> bytes:
-    prefix = struct.pack("<iiiiiiB", 25 + len(payload), request_id, 4, 2012, original_op, size, compressor)
+def wrap(
+    original_op: int, size: int, compressor: int, payload: bytes, request_id: int = 21
+) -> bytes:
+    prefix = struct.pack(
+        "<iiiiiiB", 25 + len(payload), request_id, 4, 2012, original_op, size, compressor
+    )
     return prefix + payload
 
 
@@ -48,7 +54,15 @@ def test_supported_compressors() -> None:
 def test_round_trip(compressor_id: int) -> None:
     packed = compress_message(PLAIN, compressor_id)
     length, rid, rto, op, original, size, cid = struct.unpack_from("<iiiiiiB", packed)
-    assert (length, rid, rto, op, original, size, cid) == (len(packed), 21, 4, 2012, 2013, len(PLAIN) - 16, compressor_id)
+    assert (length, rid, rto, op, original, size, cid) == (
+        len(packed),
+        21,
+        4,
+        2012,
+        2013,
+        len(PLAIN) - 16,
+        compressor_id,
+    )
     assert decompress_message(make_frame(packed), 48_000_000) == PLAIN
     assert decompress_message(packed, 48_000_000) == PLAIN
 
@@ -58,7 +72,9 @@ def test_zlib_levels(level: int) -> None:
     assert decompress_message(compress_message(PLAIN, 2, level=level), 48_000_000) == PLAIN
 
 
-@pytest.mark.parametrize("name", sorted(NEVER_COMPRESSED) + ["isMaster", "saslStart", "createUser", "HELLO"])
+@pytest.mark.parametrize(
+    "name", sorted(NEVER_COMPRESSED) + ["isMaster", "saslStart", "createUser", "HELLO"]
+)
 def test_commands_that_must_never_be_compressed(name: str) -> None:
     message = encode_op_msg({name: 1, "$db": "admin"}, request_id=1)
     assert not may_compress(message)
@@ -74,7 +90,9 @@ def test_never_compressed_list_is_the_specs() -> None:
 
 
 def test_never_compressed_is_found_after_a_sequence_and_in_op_query() -> None:
-    message = op_msg(0, SEQUENCE, sized("docs"), BODY, bson.encode({"saslStart": 1, "$db": "admin"}))
+    message = op_msg(
+        0, SEQUENCE, sized("docs"), BODY, bson.encode({"saslStart": 1, "$db": "admin"})
+    )
     assert not may_compress(message)
     assert not may_compress(encode_op_query("admin.$cmd", {"isMaster": 1}, request_id=1))
     assert not may_compress(encode_op_query("admin.$cmd", {"$query": {"hello": 1}}, request_id=1))
@@ -136,7 +154,9 @@ def test_zlib_bomb_stops_at_the_announced_size() -> None:
     (0, b"a" * 100),
 ])  # fmt: skip
 @pytest.mark.parametrize("announced", [99, 101, 0])
-def test_output_must_match_uncompressed_size(compressor_id: int, payload: bytes, announced: int) -> None:
+def test_output_must_match_uncompressed_size(
+    compressor_id: int, payload: bytes, announced: int
+) -> None:
     refused(wrap(2013, announced, compressor_id, payload))
 
 

@@ -170,7 +170,9 @@ def test_error_offset_is_the_stream_position() -> None:
 
 
 def test_many_messages_fed_in_odd_chunks() -> None:
-    stream = b"".join(raw_message(2013, bytes([i % 256]) * (i % 50), request_id=i) for i in range(300))
+    stream = b"".join(
+        raw_message(2013, bytes([i % 256]) * (i % 50), request_id=i) for i in range(300)
+    )
     for size in (1, 7, 64, 1000):
         framer = Framer()
         ids = []

@@ -5,9 +5,32 @@ from __future__ import annotations
 import bson
 import pytest
 
-from scalyproxy.wire import OP_MSG, ProtocolError, command_view, decode_op_msg, encode_op_msg, make_frame
-from scalyproxy.wire.op_msg import FLAG_CHECKSUM_PRESENT, FLAG_EXHAUST_ALLOWED, FLAG_MORE_TO_COME, parse_op_msg
-from tests.unit.wire.build import BODY, CHECKSUM, SEQUENCE, doc, el_array, el_doc, el_int, op_msg, ping, sized
+from scalyproxy.wire import (
+    OP_MSG,
+    ProtocolError,
+    command_view,
+    decode_op_msg,
+    encode_op_msg,
+    make_frame,
+)
+from scalyproxy.wire.op_msg import (
+    FLAG_CHECKSUM_PRESENT,
+    FLAG_EXHAUST_ALLOWED,
+    FLAG_MORE_TO_COME,
+    parse_op_msg,
+)
+from tests.unit.wire.build import (
+    BODY,
+    CHECKSUM,
+    SEQUENCE,
+    doc,
+    el_array,
+    el_doc,
+    el_int,
+    op_msg,
+    ping,
+    sized,
+)
 
 
 def refused(message: bytes) -> ProtocolError:
@@ -42,9 +65,18 @@ def test_with_checksum() -> None:
     [
         ((BODY, ping(), SEQUENCE, sized("docs", a1(), bson.encode({"a": 2}))), ["docs"]),
         ((SEQUENCE, sized("docs", a1()), BODY, ping()), ["docs"]),
-        ((SEQUENCE, sized("empty"), BODY, ping(), SEQUENCE, sized("docs", a1())), ["empty", "docs"]),
-        ((SEQUENCE, sized("empty"), SEQUENCE, sized("docs", a1()), BODY, ping()), ["empty", "docs"]),
-        ((BODY, ping(), SEQUENCE, sized("docs", a1()), SEQUENCE, sized("empty")), ["docs", "empty"]),
+        (
+            (SEQUENCE, sized("empty"), BODY, ping(), SEQUENCE, sized("docs", a1())),
+            ["empty", "docs"],
+        ),
+        (
+            (SEQUENCE, sized("empty"), SEQUENCE, sized("docs", a1()), BODY, ping()),
+            ["empty", "docs"],
+        ),
+        (
+            (BODY, ping(), SEQUENCE, sized("docs", a1()), SEQUENCE, sized("empty")),
+            ["docs", "empty"],
+        ),
     ],
 )
 def test_sections_in_any_order(parts: tuple[bytes | int, ...], names: list[str]) -> None:
@@ -59,7 +91,9 @@ def test_sections_in_any_order(parts: tuple[bytes | int, ...], names: list[str])
 
 def test_sequence_and_body_with_a_common_prefix_are_fine() -> None:
     body = bson.encode({"cursor": {"ns": "foo.bar", "id": 1}, "$db": "foo"})
-    msg = decode_op_msg(op_msg(0, BODY, body, SEQUENCE, sized("cursor.firstBatch", bson.encode({"_id": 1}))))
+    msg = decode_op_msg(
+        op_msg(0, BODY, body, SEQUENCE, sized("cursor.firstBatch", bson.encode({"_id": 1})))
+    )
     assert msg.sequences == {"cursor.firstBatch": [{"_id": 1}]}
 
 
@@ -90,7 +124,11 @@ def test_no_body_even_with_a_sequence() -> None:
 
 def test_two_bodies() -> None:
     err = refused(op_msg(0, BODY, ping(), BODY, bson.encode({"pong": 1})))
-    assert err.kind == "bad_section" and "second kind-0" in err.reason and err.offset == 20 + 1 + len(ping())
+    assert (
+        err.kind == "bad_section"
+        and "second kind-0" in err.reason
+        and err.offset == 20 + 1 + len(ping())
+    )
 
 
 def test_duplicate_sequences() -> None:
@@ -187,7 +225,12 @@ def test_sequence_identifier_not_utf8() -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3])
 def test_no_room_for_flags(size: int) -> None:
-    message = (16 + size).to_bytes(4, "little") + (7).to_bytes(4, "little") + bytes(4) + OP_MSG.to_bytes(4, "little")
+    message = (
+        (16 + size).to_bytes(4, "little")
+        + (7).to_bytes(4, "little")
+        + bytes(4)
+        + OP_MSG.to_bytes(4, "little")
+    )
     err = refused(message + bytes(size))
     assert err.kind == "bad_flags" and err.field == "flagBits"
 
@@ -221,11 +264,17 @@ def test_trailing_bytes_after_the_sections() -> None:
 
 
 def test_sequence_size_smaller_than_its_own_header() -> None:
-    assert refused(op_msg(0, BODY, ping(), SEQUENCE, (3).to_bytes(4, "little"), b"\x00")).kind == "bad_section"
+    assert (
+        refused(op_msg(0, BODY, ping(), SEQUENCE, (3).to_bytes(4, "little"), b"\x00")).kind
+        == "bad_section"
+    )
 
 
 def test_negative_body_size() -> None:
-    assert refused(op_msg(0, BODY, (-5).to_bytes(4, "little", signed=True) + b"\x00")).kind == "bad_section"
+    assert (
+        refused(op_msg(0, BODY, (-5).to_bytes(4, "little", signed=True) + b"\x00")).kind
+        == "bad_section"
+    )
 
 
 def test_nested_dotted_identifier_whose_prefix_is_not_a_document() -> None:
@@ -250,7 +299,10 @@ def test_encode_round_trip_with_sequences_and_checksum() -> None:
     assert decoded.flags == FLAG_MORE_TO_COME | FLAG_CHECKSUM_PRESENT
     assert decoded.body == {"insert": "c", "$db": "d"}
     assert decoded.sequences == {"documents": docs, "other": []}
-    assert int.from_bytes(message[4:8], "little") == 42 and int.from_bytes(message[8:12], "little") == 3
+    assert (
+        int.from_bytes(message[4:8], "little") == 42
+        and int.from_bytes(message[8:12], "little") == 3
+    )
 
 
 def test_encoder_matches_hand_built_bytes() -> None:

@@ -37,7 +37,11 @@ from scalyproxy.wire.op_msg import FLAG_EXHAUST_ALLOWED, FLAG_MORE_TO_COME
 from scalyproxy.wire.op_query import REPLY_FLAG_QUERY_FAILURE
 from tests.unit.wire.build import BODY, CHECKSUM, SEQUENCE, op_msg, ping, sized
 
-ARGS = {"code": codes.GLOBAL_QUERY, "code_name": "ScalyGlobalQuery", "errmsg": "find without shard key"}
+ARGS = {
+    "code": codes.GLOBAL_QUERY,
+    "code_name": "ScalyGlobalQuery",
+    "errmsg": "find without shard key",
+}
 
 
 def header_of(message: bytes) -> tuple[int, int, int, int]:
@@ -52,7 +56,12 @@ def test_op_msg_error_reply_as_pymongo_reads_it() -> None:
     _len, rid, rto, op = header_of(reply)
     assert (rid, rto, op) == (900, 77, OP_MSG)
     (doc,) = _OpMsg.unpack(reply[16:]).unpack_response()
-    assert doc == {"ok": 0.0, "errmsg": "find without shard key", "code": 29001, "codeName": "ScalyGlobalQuery"}
+    assert doc == {
+        "ok": 0.0,
+        "errmsg": "find without shard key",
+        "code": 29001,
+        "codeName": "ScalyGlobalQuery",
+    }
     with pytest.raises(OperationFailure) as info:
         _check_command_response(doc, None)
     assert info.value.code == 29001
@@ -66,7 +75,9 @@ def test_legacy_command_error_reply_is_an_op_reply() -> None:
     assert header_of(reply)[1:] == (6, 5, OP_REPLY)
     parsed = parse_op_reply(reply)
     assert parsed.flags == 0 and parsed.cursor_id == 0
-    assert parsed.documents == [{"ok": 0.0, "errmsg": ARGS["errmsg"], "code": 29001, "codeName": "ScalyGlobalQuery"}]
+    assert parsed.documents == [
+        {"ok": 0.0, "errmsg": ARGS["errmsg"], "code": 29001, "codeName": "ScalyGlobalQuery"}
+    ]
 
 
 @pytest.mark.parametrize("op_code", [OP_QUERY, OP_GET_MORE])
@@ -88,7 +99,9 @@ def test_header_only_op_msg_reply(op_code: int) -> None:
 def test_rewrite_op_msg_keeps_flags_sequences_and_order_but_not_checksum() -> None:
     flags = FLAG_MORE_TO_COME | FLAG_EXHAUST_ALLOWED | CHECKSUM | (1 << 20)
     seq_a, seq_b = sized("a", bson.encode({"x": 1})), sized("b", bson.encode({"y": 2}))
-    original = op_msg(flags, SEQUENCE, seq_a, BODY, ping(hello=1), SEQUENCE, seq_b, checksum=True, request_id=3)
+    original = op_msg(
+        flags, SEQUENCE, seq_a, BODY, ping(hello=1), SEQUENCE, seq_b, checksum=True, request_id=3
+    )
     view = command_view(make_frame(original))
     rewritten = rewrite_command(view, {"ping": 1, "compression": [], "$db": "admin"}, request_id=3)
     expected = op_msg(
@@ -111,21 +124,34 @@ def test_rewrite_op_query_keeps_everything_but_the_query() -> None:
     rewritten = rewrite_command(view, {"isMaster": 1, "compression": ["zlib"]}, request_id=9)
     decoded = decode_op_query(rewritten)
     assert decoded.query == {"isMaster": 1, "compression": ["zlib"]}
-    assert (decoded.flags, decoded.namespace, decoded.number_to_return, decoded.selector) == (4, "admin.$cmd", -1, {"ok": 1})
+    assert (decoded.flags, decoded.namespace, decoded.number_to_return, decoded.selector) == (
+        4,
+        "admin.$cmd",
+        -1,
+        {"ok": 1},
+    )
     assert header_of(rewritten)[1:] == (9, 0, OP_QUERY)
 
 
 def test_rewrite_op_query_keeps_a_query_wrapper() -> None:
-    wrapper = {"$query": {"isMaster": 1, "compression": ["zlib"]}, "$readPreference": {"mode": "secondaryPreferred"}}
+    wrapper = {
+        "$query": {"isMaster": 1, "compression": ["zlib"]},
+        "$readPreference": {"mode": "secondaryPreferred"},
+    }
     view = command_view(make_frame(encode_op_query("admin.$cmd", wrapper, request_id=9)))
     rewritten = rewrite_command(view, {"isMaster": 1}, request_id=9)
-    assert decode_op_query(rewritten).query == {"$query": {"isMaster": 1}, "$readPreference": {"mode": "secondaryPreferred"}}
+    assert decode_op_query(rewritten).query == {
+        "$query": {"isMaster": 1},
+        "$readPreference": {"mode": "secondaryPreferred"},
+    }
 
 
 def test_rewrite_of_a_compressed_request_is_uncompressed() -> None:
     plain = encode_op_msg({"ping": 1, "$db": "a"}, request_id=12)
     view = command_view(make_frame(compress_message(plain, 1)))
-    assert rewrite_command(view, {"ping": 2, "$db": "a"}, request_id=12) == encode_op_msg({"ping": 2, "$db": "a"}, request_id=12)
+    assert rewrite_command(view, {"ping": 2, "$db": "a"}, request_id=12) == encode_op_msg(
+        {"ping": 2, "$db": "a"}, request_id=12
+    )
 
 
 def test_decode_reply_body_of_each_reply_form() -> None:
@@ -150,5 +176,7 @@ def test_decode_reply_body_refusals() -> None:
 
 def test_op_reply_round_trip() -> None:
     docs = [{"a": i} for i in range(3)]
-    message = encode_op_reply(docs, request_id=1, response_to=2, flags=8, cursor_id=2**40, starting_from=5)
+    message = encode_op_reply(
+        docs, request_id=1, response_to=2, flags=8, cursor_id=2**40, starting_from=5
+    )
     assert tuple(parse_op_reply(message)) == (8, 2**40, 5, docs)

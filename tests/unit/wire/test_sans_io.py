@@ -45,5 +45,7 @@ def test_importing_the_codec_adds_no_io_module() -> None:
         f"bad = sorted(m for m in added if m.split('.')[0] in {sorted(FORBIDDEN)!r})\n"
         "print(bad, 'asyncio' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[] False"
