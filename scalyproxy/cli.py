@@ -1,4 +1,4 @@
-"""Command line: ``scalyproxy run | check | explain | export-jsonschema``."""
+"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     js = sub.add_parser("export-jsonschema", help="print each collection's $jsonSchema validator")
     js.add_argument("file")
+    report = sub.add_parser("report", help="print a running proxy's shadow-mode report (from its admin listener)")
+    report.add_argument("--admin", required=True, help="admin address of the proxy, e.g. 127.0.0.1:9216 or http://host:9216")
+    report.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
     sub.add_parser(
         "init-cluster",
         help="initiate a fresh sharded cluster and shard the declared collections (see --help)",
@@ -53,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scalyproxy.server.main import run_from_args
 
         return run_from_args(args)
+    if args.command == "report":
+        from scalyproxy.admin.report_cli import main as report_main
+
+        return report_main(args.admin, args.json)
     from scalyproxy.policy import tools
 
     if args.command == "check":

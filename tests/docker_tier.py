@@ -4,6 +4,7 @@ docker-compose's init service. Skips, saying why, where no Docker engine answers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,12 +22,18 @@ def docker_unavailable_reason() -> str | None:
         import docker
     except ImportError as exc:  # pragma: no cover - testcontainers depends on it
         return f"the docker Python package is missing ({exc})"
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host and not os.path.exists("/var/run/docker.sock"):
+        return "no Docker engine: DOCKER_HOST is unset and /var/run/docker.sock does not exist"
+    client = None
     try:
         client = docker.from_env(timeout=5)
         client.ping()
-        client.close()
     except Exception as exc:  # docker raises several kinds when no engine runs
         return f"no Docker engine answers ({type(exc).__name__}: {exc})"
+    finally:
+        if client is not None:
+            client.close()
     return None
 
 

@@ -27,3 +27,9 @@ class Hooks:
 
     def round_trip(self, command: str, seconds: float) -> None:
         """A reply came back for a forwarded request, ``seconds`` after it went out."""
+
+    def handshake(self, conn: Any, view: Any) -> None:
+        """A hello/isMaster from the client (it may carry ``speculativeAuthenticate``)."""
+
+    def finding(self, conn: Any, view: Any, finding: Any, enforced: bool) -> None:
+        """One refusal (``enforced``) or warning, called by ``Proxy.report_refusal``."""

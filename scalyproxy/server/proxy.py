@@ -9,6 +9,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from bson import json_util
+
 from scalyproxy.config import ProxyConfig
 from scalyproxy.logs import log
 from scalyproxy.policy import Engine, Finding
@@ -20,6 +22,21 @@ from scalyproxy.wire.command import CommandView
 from scalyproxy.wire.op_compressed import SUPPORTED_COMPRESSORS
 
 SWEEP_INTERVAL_S = 0.5
+MAX_LOGGED_VALUES = 4000  # characters of document values per line, with log_values: true
+MAX_LOGGED_DOCUMENTS = 10  # documents of each kind-1 sequence, with log_values: true
+_NOT_VALUES = frozenset({"lsid", "$clusterTime", "signature", "txnNumber", "$db", "payload", "speculativeAuthenticate"})
+
+
+def command_values(view: CommandView) -> str:
+    """The command's documents as extended JSON (only logged with ``log_values: true``)."""
+    body = {k: v for k, v in view.body.items() if k not in _NOT_VALUES}
+    try:
+        for ident, docs in view.sequences.items():
+            body[ident] = list(docs[:MAX_LOGGED_DOCUMENTS])
+        text = json_util.dumps(body)
+    except Exception as exc:  # values that cannot be rendered must not cost the log line
+        text = f"<unrenderable: {type(exc).__name__}>"
+    return text if len(text) <= MAX_LOGGED_VALUES else text[: MAX_LOGGED_VALUES - 3] + "..."
 
 
 class Proxy:
@@ -38,6 +55,9 @@ class Proxy:
         self._ids = itertools.count(1)
         self._rejected_logged_at = 0.0
         self.stopping = False
+        self.generation = 1  # +1 per successful reload
+        self._address: str | None = None
+        self.admin_address: str | None = None  # set by the admin listener, for the "started" line
 
     # -- used by connections --------------------------------------------------------
 
@@ -71,19 +91,33 @@ class Proxy:
             log.error("internal_error", error=repr(task.exception()))
 
     def report_refusal(self, conn: ClientConnection, view: CommandView, finding: Finding, enforced: bool) -> None:
-        """Log one refusal (or, in warn mode, what would have been refused)."""
-        log.warning(
-            "refused" if enforced else "warned",
-            client=conn.peer,
-            app=conn.app_name,
-            user=conn.user,
-            namespace=finding.namespace,
-            command=finding.command,
-            rule=finding.rule,
-            code_name=finding.code_name,
-            reason=finding.message,
-            shape=finding.shape,
-        )
+        """Log one refusal (or, in warn mode, what would have been refused) and report it."""
+        fields: dict[str, Any] = {
+            "client": conn.peer,
+            "app": conn.app_name,
+            "user": conn.user,
+            "namespace": finding.namespace,
+            "command": finding.command,
+            "rule": finding.rule,
+            "code_name": finding.code_name,
+            "reason": finding.message,
+            "shape": finding.shape,
+        }
+        if self.config.log_values:
+            fields["values"] = command_values(view)
+        log.warning("refused" if enforced else "warned", **fields)
+        self.hooks.finding(conn, view, finding, enforced)
+
+    def apply(self, config: ProxyConfig, engine: Engine) -> None:
+        """Swap the config and the compiled policy together (hot reload).
+
+        Runs on the event loop thread, so no command is decided half with the old
+        policy and half with the new one; each connection sees the new one from
+        its next command.
+        """
+        self.config = config
+        self.engine = engine
+        self.generation += 1
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -108,20 +142,27 @@ class Proxy:
             collections=len(self.config.collections),
             config=self.config.source_path,
             config_hash=self.config.source_hash[:12],
+            read_only=self.config.read_only,
+            admin=self.admin_address,
         )
 
     @property
     def address(self) -> str:
+        """The address really listened on (the OS's port when the config says 0)."""
+        if self._address is not None:
+            return self._address
         if self.server is None or not self.server.sockets:
-            return f"{self.config.listen.host}:{self.config.listen.port}"
+            return str(self.config.listen)
         host, port = self.server.sockets[0].getsockname()[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self._address
 
     async def _sweep(self) -> None:
-        """Close idle connections and clients whose message stalls (slowloris)."""
-        limits = self.config.limits
+        """Close idle connections, clients whose message stalls (slowloris), and
+        connections whose upstream leaves a request unanswered (upstream_timeout_s)."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            limits = self.config.limits  # read each round: a reload may change them
             now = time.monotonic()
             for conn in list(self.connections):
                 started = conn.message_started
@@ -129,6 +170,11 @@ class Proxy:
                     log.warning("read_timeout", client=conn.peer, app=conn.app_name,
                                 seconds=limits.message_read_timeout_s)
                     self.hooks.protocol_error("read_timeout")
+                    conn.close()
+                elif limits.upstream_timeout_s and conn.upstream_stalled(now, limits.upstream_timeout_s):
+                    # close rather than answer: a late reply could no longer be told apart
+                    log.warning("upstream_timeout", client=conn.peer, app=conn.app_name,
+                                seconds=limits.upstream_timeout_s)
                     conn.close()
                 elif (limits.idle_timeout_s and not conn.busy()
                       and now - max(conn.last_activity, conn.last_reply_end) > limits.idle_timeout_s):

@@ -73,6 +73,9 @@ class ClientConnection(asyncio.Protocol):
         self.last_request = 0.0  # monotonic time of the last forwarded request expecting a reply
         self.last_reply_end = 0.0
         self.sent_at: dict[int, tuple[float, str]] = {}
+        # requests awaiting their reply (only with limits.upstream_timeout_s): id -> sent, oldest first
+        self.awaiting: dict[int, float] = {}
+        self.last_upstream_data = 0.0
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -134,6 +137,7 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.pause("client-slow")
 
     def resume_writing(self) -> None:
+        self.last_upstream_data = time.monotonic()  # the upstream was paused by us, not stalled
         if self.upstream is not None:
             self.upstream.resume("client-slow")
 
@@ -216,6 +220,8 @@ class ClientConnection(asyncio.Protocol):
             self.last_request = time.monotonic()
             if len(self.sent_at) < MAX_PENDING_RTT:
                 self.sent_at[view.request_id] = (time.perf_counter(), view.name)
+            if self.proxy.config.limits.upstream_timeout_s:
+                self.awaiting[view.request_id] = self.last_request
         upstream.write(frame.data)
 
     def _handshake(self, view: CommandView, frame: Frame) -> None:
@@ -248,6 +254,8 @@ class ClientConnection(asyncio.Protocol):
             self.tracker.expect_no_reply(view.request_id)
         else:
             self.last_request = time.monotonic()
+            if self.proxy.config.limits.upstream_timeout_s:
+                self.awaiting[view.request_id] = self.last_request
         self.upstream.write(data)
 
     def _refuse(self, view: CommandView, code: int, code_name: str, errmsg: str) -> None:
@@ -323,6 +331,10 @@ class ClientConnection(asyncio.Protocol):
             transport.write(pieces[0])
         elif pieces:
             transport.writelines(pieces)
+        if self.awaiting:
+            self.last_upstream_data = time.monotonic()
+            for rid in tracker.completed:  # a whole reply came back: its request is answered
+                self.awaiting.pop(rid, None)
         if tracker.ended:
             self._replies_done(tracker)
         self.proxy.hooks.bytes_out(len(data))
@@ -366,6 +378,13 @@ class ClientConnection(asyncio.Protocol):
 
     pause = _pause
     resume = _resume
+
+    def upstream_stalled(self, now: float, timeout: float) -> bool:
+        """A request has waited ``timeout`` seconds for its reply with no byte from the upstream."""
+        if not self.awaiting or self.upstream is None or "client-slow" in self.upstream.pause_reasons:
+            return False
+        oldest = next(iter(self.awaiting.values()))
+        return now - max(oldest, self.last_upstream_data) > timeout
 
     def busy(self) -> bool:
         """A request was forwarded and its reply has not fully come back."""

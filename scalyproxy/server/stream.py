@@ -32,7 +32,7 @@ class ReplyTracker:
 
     __slots__ = (
         "remaining", "header", "dropping", "capture", "capture_ids", "captured",
-        "drop_ids", "max_size", "replied_to", "injections", "ended",
+        "drop_ids", "max_size", "replied_to", "injections", "ended", "response_to", "completed",
     )
 
     def __init__(self, max_size: int) -> None:
@@ -47,6 +47,8 @@ class ReplyTracker:
         self.replied_to: list[int] = []  # responseTo of each message whose header was read
         self.injections: list[bytes] = []  # our own replies, sent at the next boundary
         self.ended = 0  # messages completed by the last feed
+        self.response_to = 0  # responseTo of the message being read
+        self.completed: list[int] = []  # responseTo of each forwarded message the last feed completed
 
     def at_boundary(self) -> bool:
         return self.remaining == 0 and not self.header
@@ -57,6 +59,8 @@ class ReplyTracker:
         seg = 0  # start of the piece of ``data`` not yet emitted
         pos, n = 0, len(data)
         self.ended = 0
+        if self.completed:
+            self.completed.clear()
         while pos < n:
             if self.remaining:
                 take = min(self.remaining, n - pos)
@@ -113,6 +117,7 @@ class ReplyTracker:
             )
         self.header = bytearray()
         self.remaining = length - 16
+        self.response_to = response_to
         if response_to in self.drop_ids:
             self.drop_ids.discard(response_to)
             self.dropping = True
@@ -131,6 +136,7 @@ class ReplyTracker:
         if self.dropping:
             self.dropping = False
             return pos
+        self.completed.append(self.response_to)
         if self.injections:
             if pos > seg:
                 out.append(data[seg:pos])

@@ -26,8 +26,8 @@ from scalyproxy.wire.documents import (
     DECODE_OPTIONS,
     ENCODE_OPTIONS,
     Buffer,
+    decode_document,
     decode_sequence,
-    refuse_duplicates,
 )
 from scalyproxy.wire.errors import ProtocolError
 from scalyproxy.wire.framer import Frame
@@ -48,9 +48,8 @@ from scalyproxy.wire.op_msg import (
 )
 from scalyproxy.wire.op_query import QUERY_FLAG_EXHAUST, parse_op_query
 
-_COMMAND_PREFIX: Final = struct.Struct(
-    "<iiiiIBi"
-)  # header, flagBits, first section kind, body size
+#: header, flagBits, first section kind, body size
+_unpack_prefix: Final = struct.Struct("<iiiiIBi").unpack_from
 #: Flag bits that let an OP_MSG take the fast path: no checksum, no unknown required bit.
 _NOT_FAST_FLAGS: Final = 0xFFFF & ~FLAG_MORE_TO_COME
 _BODY_AT: Final = HEADER_SIZE + 5
@@ -136,40 +135,34 @@ NO_SEQUENCES: Final[Mapping[str, Sequence[Mapping[str, Any]]]] = LazySequences(b
 
 def command_view(frame: Frame, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> CommandView:
     """The command carried by a request frame; raises ProtocolError (see module doc)."""
+    data = frame.data
+    # Fast path, in as few Python steps as possible, for the common case: an
+    # OP_MSG whose only section is a canonical body (no checksum, no sequence).
+    # It only ever accepts; anything unusual, wrong or failing takes the careful
+    # path below, which says what is wrong.
+    try:
+        length, request_id, _rto, op_code, flags, kind, size = _unpack_prefix(data)
+        if (
+            op_code == OP_MSG
+            and not flags & _NOT_FAST_FLAGS
+            and not kind
+            and size + _BODY_AT == length == len(data)
+        ):
+            raw = data[_BODY_AT:]
+            body: dict[str, Any] = _bson_to_dict(raw, DECODE_OPTIONS)
+            canonical = _dict_to_bson(body, False, ENCODE_OPTIONS, False) == raw
+            name = next(iter(body), None)
+            db = body.get("$db")
+            if canonical and name is not None and type(db) is str and db:
+                view = (name, db, body, NO_SEQUENCES, request_id, OP_MSG, flags, None, False, data)
+                return _tuple_new(CommandView, view)
+    except Exception:
+        pass
     header = frame.header
     try:
-        return _fast_op_msg(frame.data) or _view(frame.data, header.op_code, max_message_size)
+        return _view(data, header.op_code, max_message_size)
     except ProtocolError as exc:
         raise exc.with_request(header.request_id, exc.op_code or header.op_code) from None
-
-
-def _fast_op_msg(data: Buffer) -> CommandView | None:
-    """The common case, with as few Python steps as possible: an OP_MSG whose only
-    section is the body, without checksum. Returns None for anything else."""
-    if len(data) < 26:
-        return None
-    length, request_id, _rto, op_code, flags, kind, size = _COMMAND_PREFIX.unpack_from(data)
-    if (
-        op_code != OP_MSG
-        or flags & _NOT_FAST_FLAGS
-        or kind
-        or size + _BODY_AT != length
-        or length != len(data)
-    ):
-        return None
-    raw = data[_BODY_AT:]
-    try:
-        body: dict[str, Any] = _bson_to_dict(raw, DECODE_OPTIONS)
-        canonical = _dict_to_bson(body, False, ENCODE_OPTIONS, False) == raw
-    except Exception:
-        body = _decode_body(raw, _BODY_AT)  # says what is wrong, or copes with the odd value
-    else:
-        if not canonical:
-            refuse_duplicates(raw, offset=_BODY_AT, what="the command body")
-    name, db = _name_and_db(body)
-    return _tuple_new(
-        CommandView, (name, db, body, NO_SEQUENCES, request_id, op_code, flags, None, False, data)
-    )
 
 
 def _view(
@@ -196,22 +189,21 @@ def _view(
 def _op_msg_view(data: Buffer, compressor_id: int | None) -> CommandView:
     layout = parse_op_msg(data)
     start, stop = layout.body
-    body = _decode_body(memoryview(data)[start:stop], start)
+    body = decode_document(memoryview(data)[start:stop], offset=start, what="the command body")
     name, db = _name_and_db(body)
     sequences = NO_SEQUENCES
     if layout.sequences:
         check_sequence_names(body, layout.sequences)
         sequences = LazySequences(data, layout.sequences)
     request_id = struct.unpack_from("<i", data, 4)[0]
-    return CommandView(
-        name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data
-    )
+    view = (name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data)
+    return _tuple_new(CommandView, view)
 
 
 def _op_query_view(data: Buffer, compressor_id: int | None) -> CommandView:
     layout = parse_op_query(data)
     request_id = struct.unpack_from("<i", data, 4)[0]
-    database, dot, collection = layout.namespace.partition(".")
+    database, _dot, collection = layout.namespace.partition(".")
     if not database or collection != "$cmd":
         raise ProtocolError(
             f"OP_QUERY on {layout.namespace!r} is not relayed: only <db>.$cmd commands "
@@ -222,7 +214,9 @@ def _op_query_view(data: Buffer, compressor_id: int | None) -> CommandView:
             op_code=OP_QUERY,
         )
     start, stop = layout.query
-    body = unwrap_query(_decode_body(memoryview(data)[start:stop], start))
+    body = unwrap_query(
+        decode_document(memoryview(data)[start:stop], offset=start, what="the command body")
+    )
     if not body:
         raise _command_error("the OP_QUERY command document is empty")
     name = next(iter(body))
@@ -246,22 +240,6 @@ def unwrap_query(query: dict[str, Any]) -> dict[str, Any]:
         inner: dict[str, Any] = query["$query"]
         return inner
     return query
-
-
-def _decode_body(raw: Buffer, offset: int) -> dict[str, Any]:
-    try:
-        body: dict[str, Any] = _bson_to_dict(raw, DECODE_OPTIONS)
-    except Exception as exc:
-        raise ProtocolError(
-            f"the command body is not valid BSON: {exc}", kind="bad_bson", offset=offset
-        ) from exc
-    try:
-        canonical = _dict_to_bson(body, False, ENCODE_OPTIONS, False) == raw
-    except Exception:
-        canonical = False
-    if not canonical:
-        refuse_duplicates(raw, offset=offset, what="the command body")
-    return body
 
 
 def _name_and_db(body: dict[str, Any]) -> tuple[str, str]:

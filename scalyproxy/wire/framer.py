@@ -95,28 +95,39 @@ class Framer:
             return None
         chunk = self._chunks[0]
         pos = self._pos
-        if len(chunk) - pos >= 4:
+        if len(chunk) - pos >= 16:  # the usual case: the header is in the first chunk
+            header = _tuple_new(Header, _unpack_header(chunk, pos))
+            length = header[0]
+            if length < 16 or length > self.max_message_size:
+                check_length(length, self.max_message_size, self._offset)
+            end = pos + length
+            if end < len(chunk) and length < _VIEW_THRESHOLD:  # more follows: a small copy
+                self._pos = end
+                self._pending -= length
+                self._offset += length
+                return _tuple_new(Frame, (header, chunk[pos:end]))
+            if end <= len(chunk):
+                return _tuple_new(Frame, (header, self._slice(chunk, pos, end)))
+        elif len(chunk) - pos >= 4:
             length = _int32_at(chunk, pos)[0]
         else:
             length = _int32_at(self._peek_length(), 0)[0]
         check_length(length, self.max_message_size, self._offset)
-        if len(chunk) - pos >= length:
-            return self._slice(chunk, pos, length)
         # Spread over several chunks: one buffer of the announced size, filled once.
         self._partial = bytearray(length)
         return self._fill_partial()
 
-    def _slice(self, chunk: bytes, pos: int, length: int) -> Frame:
-        end = pos + length
+    def _slice(self, chunk: bytes, pos: int, end: int) -> Data:
+        """chunk[pos:end] without copying what need not be, and consume it."""
         data: Data
         if pos == 0 and end == len(chunk):
             data = chunk
-        elif length < _VIEW_THRESHOLD:
+        elif end - pos < _VIEW_THRESHOLD:
             data = chunk[pos:end]
         else:
             data = memoryview(chunk)[pos:end]
         self._consume(chunk, end)
-        return _tuple_new(Frame, (_tuple_new(Header, _unpack_header(chunk, pos)), data))
+        return data
 
     def _consume(self, chunk: bytes, end: int) -> None:
         self._pending -= end - self._pos

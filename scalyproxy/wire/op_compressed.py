@@ -81,7 +81,11 @@ def decompress_message(frame: Frame | Buffer, max_message_size: int) -> bytes:
         raise _error(
             f"OP_COMPRESSED needs at least {PREFIX_SIZE} bytes, got {len(data)}", HEADER_SIZE
         )
-    _length, request_id, response_to, _op, original, size, compressor = _PREFIX.unpack_from(data, 0)
+    _length, request_id, response_to, op_code, original, size, compressor = _PREFIX.unpack_from(
+        data, 0
+    )
+    if op_code != OP_COMPRESSED:
+        raise _error(f"opCode {op_code} is not OP_COMPRESSED", 12, "opCode")
     if original == OP_COMPRESSED:
         raise _error("OP_COMPRESSED wraps another OP_COMPRESSED", HEADER_SIZE, "originalOpcode")
     if size < 0 or size > max_message_size - HEADER_SIZE:

@@ -207,7 +207,7 @@ def check_sequence_names(body: Mapping[str, Any], names: Sequence[str] | Mapping
     for name in names:
         node: Any = body
         for part in name.split("."):
-            if not isinstance(node, Mapping) or part not in node:
+            if not (type(node) is dict or isinstance(node, Mapping)) or part not in node:
                 break
             node = node[part]
         else:

@@ -54,3 +54,26 @@ def test_docker_compose_config_is_valid() -> None:
         cwd=ROOT,
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_compose_file_declares_the_sharded_cluster() -> None:
+    """Structure of docker-compose.yml, checked without Docker (the engine may be absent)."""
+    import yaml
+
+    from scalyproxy.config import load_config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"configsvr", "shard1", "shard2", "mongos", "init", "scalyproxy"} <= set(services)
+    assert "--configsvr" in services["configsvr"]["command"]
+    assert all("--shardsvr" in services[s]["command"] for s in ("shard1", "shard2"))
+    assert "27017:27017" in services["scalyproxy"]["ports"]
+    assert services["scalyproxy"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    init_args = services["init"]["command"]
+    assert init_args[0] == "init-cluster"
+    cfg_path = next(a.split("=", 1)[1] for a in init_args if a.startswith("--config="))
+    cfg = load_config(ROOT / "config" / Path(cfg_path).name)  # the file the image ships
+    assert cfg.upstream == "mongodb://mongos:27017"
+    assert any(c.shard_key is not None for c in cfg.collections.values())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER scaly" in dockerfile and "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile

@@ -18,7 +18,7 @@ import zstandard
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.int64 import Int64
 from bson.objectid import ObjectId
-from pymongo import _cmessage
+from pymongo import _cmessage  # type: ignore[attr-defined]
 from pymongo import message as pm
 from pymongo.compression_support import SnappyContext, ZlibContext
 from pymongo.read_concern import ReadConcern

@@ -7,7 +7,7 @@ import struct
 import bson
 import pytest
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
-from pymongo import _cmessage
+from pymongo import _cmessage  # type: ignore[attr-defined]
 
 from scalyproxy.wire import (
     OP_COMPRESSED,
@@ -21,12 +21,23 @@ from scalyproxy.wire import (
     encode_op_query,
     make_frame,
 )
-from scalyproxy.wire.command import LazySequences
+from scalyproxy.wire.command import CommandView, LazySequences
 from scalyproxy.wire.header import LEGACY_OPCODES
-from tests.unit.wire.build import BODY, SEQUENCE, doc, el_str, op_msg, ping, raw_message, sized
+from tests.unit.wire.build import (
+    BODY,
+    SEQUENCE,
+    doc,
+    el_array,
+    el_int,
+    el_str,
+    op_msg,
+    ping,
+    raw_message,
+    sized,
+)
 
 
-def view_of(message: bytes):  # type: ignore[no-untyped-def]
+def view_of(message: bytes) -> CommandView:
     return command_view(make_frame(message))
 
 
@@ -181,3 +192,13 @@ def test_compressed_message_over_the_limit() -> None:
         command_view(packed, max_message_size=1000)
     assert info.value.kind == "compression" and info.value.request_id == 8
     assert command_view(packed, max_message_size=len(plain)).name == "ping"
+
+
+def test_non_canonical_body_gives_the_same_view_as_canonical() -> None:
+    """A legal but non-canonical body (array element named "5") misses the fast
+    path's byte comparison and is read by the careful path: same result."""
+    odd = doc(el_str("find", "c"), el_array("xs", doc(el_int("5", 1))), el_str("$db", "d"))
+    canonical = bson.encode({"find": "c", "xs": [1], "$db": "d"})
+    odd_view, canonical_view = view_of(op_msg(0, BODY, odd)), view_of(op_msg(0, BODY, canonical))
+    assert odd_view.body == canonical_view.body == {"find": "c", "xs": [1], "$db": "d"}
+    assert (odd_view.name, odd_view.db) == (canonical_view.name, canonical_view.db)

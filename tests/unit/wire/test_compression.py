@@ -190,3 +190,7 @@ def test_empty_original_body() -> None:
     for compressor_id in (0, 1, 2, 3):
         packed = compress_message(struct.pack("<iiii", 16, 1, 0, 2013), compressor_id)
         assert decompress_message(packed, 100) == struct.pack("<iiii", 16, 1, 0, 2013)
+
+
+def test_only_op_compressed_is_decompressed() -> None:
+    assert refused(PLAIN).field == "opCode"

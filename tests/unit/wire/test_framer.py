@@ -97,7 +97,8 @@ def test_messages_inside_a_chunk_are_slices() -> None:
     framer.feed(small + big + small)
     frames = [framer.next_frame() for _ in range(3)]
     assert framer.next_frame() is None
-    assert [f.header.request_id for f in frames if f] == [1, 2, 1]
+    assert [f.header.request_id if f else None for f in frames] == [1, 2, 1]
+    assert frames[0] and frames[1]
     assert type(frames[0].data) is bytes  # small: a copy is cheaper than a view
     assert isinstance(frames[1].data, memoryview)  # large: no copy
     assert bytes(frames[1].data) == big

@@ -12,6 +12,7 @@ from scalyproxy.wire import (
     OP_MSG,
     OP_QUERY,
     Framer,
+    Header,
     command_view,
     compress_message,
     decode_op_msg,
@@ -27,9 +28,9 @@ GOLDEN = all_golden()
 IDS = [g.name for g in GOLDEN]
 
 
-def frames_of(chunks: list[bytes]) -> list[tuple[object, bytes]]:
+def frames_of(chunks: list[bytes]) -> list[tuple[Header, bytes]]:
     framer = Framer()
-    out = []
+    out: list[tuple[Header, bytes]] = []
     for chunk in chunks:
         framer.feed(chunk)
         while (frame := framer.next_frame()) is not None:

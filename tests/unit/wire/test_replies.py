@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import bson
 import pytest
@@ -37,7 +38,7 @@ from scalyproxy.wire.op_msg import FLAG_EXHAUST_ALLOWED, FLAG_MORE_TO_COME
 from scalyproxy.wire.op_query import REPLY_FLAG_QUERY_FAILURE
 from tests.unit.wire.build import BODY, CHECKSUM, SEQUENCE, op_msg, ping, sized
 
-ARGS = {
+ARGS: dict[str, Any] = {
     "code": codes.GLOBAL_QUERY,
     "code_name": "ScalyGlobalQuery",
     "errmsg": "find without shard key",

@@ -1,0 +1,143 @@
+"""The requests and replies of the benchmark, built once as wire bytes.
+
+Requests look like what pymongo sends (an ``lsid`` in every command, the
+documents of a write in a kind-1 section) and target ``blog.blog_posts`` of
+``config/blog.yaml``, so that the full policy really checks them: inserts
+carry the shard key (author, title) and match the declared structure; finds
+give the full shard key.
+
+Pure: no I/O. Each message is built with request id 0; senders patch bytes 4..8
+(:func:`with_request_id`) or cycle through a prebuilt ring (:func:`ring`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import bson
+from bson.binary import Binary, UuidRepresentation
+
+OP_MSG = 2013
+OP_QUERY = 2004
+OP_REPLY = 1
+FLAG_MORE_TO_COME = 1 << 1
+HEADER = struct.Struct("<iiii")
+DB = "blog"
+COLLECTION = "blog_posts"
+LSID = {"id": Binary.from_uuid(uuid.UUID(int=0x5CA1E), UuidRepresentation.STANDARD)}
+
+
+def op_msg(body: Mapping[str, Any], sequences: Mapping[str, list[bytes]] | None = None,
+           request_id: int = 0, response_to: int = 0, flags: int = 0) -> bytes:
+    """An OP_MSG: kind-0 ``body`` then one kind-1 section per entry of ``sequences`` (encoded docs)."""
+    parts = [struct.pack("<I", flags), b"\x00", bson.encode(body)]
+    for name, docs in (sequences or {}).items():
+        payload = name.encode() + b"\x00" + b"".join(docs)
+        parts.append(b"\x01" + struct.pack("<i", 4 + len(payload)) + payload)
+    rest = b"".join(parts)
+    return HEADER.pack(16 + len(rest), request_id, response_to, OP_MSG) + rest
+
+
+def with_request_id(message: bytes, request_id: int) -> bytes:
+    return message[:4] + struct.pack("<i", request_id) + message[8:]
+
+
+def ring(message_of: Any, count: int) -> list[bytes]:
+    """``count`` variants: ``message_of(i)`` with request id ``i + 1``."""
+    return [with_request_id(message_of(i), i + 1) for i in range(count)]
+
+
+# -- requests -----------------------------------------------------------------------
+
+
+def hello() -> bytes:
+    body = {"hello": 1, "client": {"application": {"name": "scaly-bench"},
+                                   "driver": {"name": "scaly-bench", "version": "1"}}, "$db": "admin"}
+    return op_msg(body)
+
+
+def post(i: int, body_size: int = 850) -> dict[str, Any]:
+    """A blog post matching config/blog.yaml, ``body_size`` characters of text."""
+    return {
+        "author": f"user{i % 997:03d}",
+        "title": f"t{i:06d}",
+        "body": ("lorem ipsum dolor sit amet " * (body_size // 27 + 1))[:body_size],
+        "unique_views": i % 10_000,
+        "comments": [{"author": "reader", "comment": "nice post", "rank": 3}],
+    }
+
+
+def insert_one(i: int) -> bytes:
+    """Workload 1: one ~1.1 KB document carrying the shard key (like ``insert_one``)."""
+    body = {"insert": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
+    return op_msg(body, {"documents": [bson.encode(post(i))]})
+
+
+def find_by_key(i: int) -> bytes:
+    """Workload 2: a find by the full shard key, ~108 bytes on the wire."""
+    body = {"find": COLLECTION, "filter": {"author": f"user{i % 997:03d}", "title": f"t{i:06d}"},
+            "$db": DB}
+    return op_msg(body)
+
+
+def insert_many(i: int, batch: int = 1000, doc_size: int = 1000) -> bytes:
+    """Workload 3: ``batch`` documents of ~``doc_size`` bytes (like ``insert_many``)."""
+    body = {"insert": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
+    docs = [bson.encode(post(i * batch + j, doc_size - 160)) for j in range(batch)]
+    return op_msg(body, {"documents": docs})
+
+
+def big_insert(total: int = 47_000_000, doc_size: int = 1_000_000) -> bytes:
+    """Workload 4: one insert message of about ``total`` bytes (documents of ~1 MB)."""
+    count = max(1, total // doc_size)
+    body = {"insert": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
+    docs = [bson.encode(post(i, doc_size - 160)) for i in range(count)]
+    return op_msg(body, {"documents": docs})
+
+
+# -- replies (what the canned server sends) -------------------------------------------
+
+
+def hello_reply_body() -> bytes:
+    """What a mongos answers to hello (just what drivers and the proxy read)."""
+    return bson.encode({
+        "isWritablePrimary": True, "ismaster": True, "msg": "isdbgrid",
+        "maxBsonObjectSize": 16 * 1024 * 1024, "maxMessageSizeBytes": 48_000_000,
+        "maxWriteBatchSize": 100_000, "localTime": datetime.datetime(2024, 1, 1),
+        "logicalSessionTimeoutMinutes": 30, "connectionId": 1,
+        "minWireVersion": 0, "maxWireVersion": 21, "readOnly": False, "ok": 1.0,
+    })
+
+
+def cursor_reply_body() -> bytes:
+    doc = {"_id": bson.ObjectId(b"scalymongo!!"), **post(1, 40)}
+    return bson.encode({"cursor": {"firstBatch": [doc], "id": 0, "ns": f"{DB}.{COLLECTION}"}, "ok": 1.0})
+
+
+def write_reply_body(n: int) -> bytes:
+    return bson.encode({"n": n, "ok": 1.0})
+
+
+OK_BODY = bson.encode({"ok": 1.0})
+
+
+def count_documents(message: bytes | bytearray | memoryview) -> int:
+    """Documents in the kind-1 sections of an OP_MSG."""
+    n, pos, end = 0, 20, len(message)
+    while pos < end:
+        kind = message[pos]
+        size = struct.unpack_from("<i", message, pos + 1)[0]
+        if kind == 1:
+            stop = pos + 1 + size
+            doc = message.index(0, pos + 5) + 1  # past the identifier
+            while doc < stop:
+                doc += struct.unpack_from("<i", message, doc)[0]
+                n += 1
+        elif kind != 0:
+            break
+        pos += 1 + size
+    return n

@@ -1,0 +1,140 @@
+"""Hot reload: on SIGHUP and when the config file changes.
+
+The new file is read, validated and compiled (config + :class:`Engine`) in a
+worker thread (all of it is pure), then swapped into the proxy on the event
+loop in one step: connections decide their next command with the new policy.
+Anything wrong keeps the running config: every problem is logged with its line
+and the failure is counted (``scalyproxy_config_reloads_total{outcome="failure"}``).
+
+What cannot change without a restart (``listen``, ``upstream``, ``tls``,
+``admin_listen``) keeps its running value and a ``reload_restart_required``
+line names it; everything else (rules, collections, ``read_only``,
+``log_level``, ``log_values``, ``report_size``, ``limits``, drift settings)
+takes effect at once. ``--listen``/``--upstream`` given on the command line
+therefore survive a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from scalyproxy.config import ConfigError, ProxyConfig, load_config
+from scalyproxy.logs import log
+from scalyproxy.policy import Engine
+from scalyproxy.server.proxy import Proxy
+
+POLL_INTERVAL_S: Final = 1.0
+RESTART_ONLY: Final = ("listen", "upstream", "tls", "admin_listen")
+
+FileStamp = tuple[int, int, int]  # mtime_ns, size, inode
+
+
+@dataclass(frozen=True)
+class Built:
+    from_file: ProxyConfig  # as the file says
+    config: ProxyConfig  # what runs: restart-only fields keep their running values
+    engine: Engine
+    changed: list[str]  # restart-only fields the file changed since it was last loaded
+
+
+def build(path: str, running: ProxyConfig, last_file: ProxyConfig) -> Built:
+    """Load and compile ``path``. Raises ConfigError (or another exception) when it cannot be used.
+
+    ``last_file`` is the file as last loaded, so that ``--listen``/``--upstream``
+    overrides are not taken for changes.
+    """
+    from_file = load_config(path)
+    changed = [name for name in RESTART_ONLY if getattr(from_file, name) != getattr(last_file, name)]
+    kept = {name: getattr(running, name) for name in RESTART_ONLY}
+    config = dataclasses.replace(from_file, **kept)
+    return Built(from_file, config, Engine.from_config(config), changed)
+
+
+def stamp(path: str) -> FileStamp | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a Kubernetes ConfigMap swap changes the inode
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def file_hash(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class Reloader:
+    """Reloads ``path`` into ``proxy``; ``on_applied(config)`` runs after each swap."""
+
+    def __init__(self, proxy: Proxy, path: str, from_file: ProxyConfig,
+                 on_applied: Callable[[ProxyConfig], None], on_failed: Callable[[], None]) -> None:
+        self.proxy = proxy
+        self.path = path
+        self.from_file = from_file
+        self.on_applied = on_applied
+        self.on_failed = on_failed
+        self._stamp = stamp(path)
+        self._seen_hash = proxy.config.source_hash  # the content last tried (good or bad)
+        self._lock = asyncio.Lock()
+
+    def request(self, trigger: str) -> None:
+        """Schedule a reload (signal handlers call this)."""
+        self.proxy.spawn(self.reload(trigger))
+
+    async def reload(self, trigger: str) -> bool:
+        async with self._lock:  # one at a time; a SIGHUP during a reload runs after it
+            return await self._reload(trigger)
+
+    async def _reload(self, trigger: str) -> bool:
+        running = self.proxy.config
+        loop = asyncio.get_running_loop()
+        try:
+            built = await loop.run_in_executor(None, build, self.path, running, self.from_file)
+        except ConfigError as exc:
+            self._failed(trigger, exc)
+            return False
+        except Exception as exc:  # a bug in compiling must not take the proxy down
+            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
+            self.on_failed()
+            return False
+        new = built.config
+        self._seen_hash = new.source_hash
+        self.from_file = built.from_file
+        if built.changed:
+            log.warning("reload_restart_required", config=self.path, fields=built.changed,
+                        detail="these settings keep their running values until a restart")
+        self.proxy.apply(new, built.engine)
+        log.set_level(new.log_level)
+        self.on_applied(new)
+        log.info("config_reloaded", trigger=trigger, config=self.path, generation=self.proxy.generation,
+                 config_hash=new.source_hash[:12], collections=len(new.collections), read_only=new.read_only)
+        return True
+
+    def _failed(self, trigger: str, exc: ConfigError) -> None:
+        self._seen_hash = file_hash(self.path) or self._seen_hash
+        log.error("config_reload_failed", trigger=trigger, config=self.path, errors=len(exc.issues),
+                  detail="the running config stays in force")
+        for issue in exc.issues:
+            log.error("config_error", config=exc.source, line=issue.line, key=issue.path, message=issue.message)
+        self.on_failed()
+
+    async def watch(self, interval: float = POLL_INTERVAL_S) -> None:
+        """Poll the file every ``interval`` seconds; reload when its content changes."""
+        while True:
+            await asyncio.sleep(interval)
+            now = stamp(self.path)
+            if now is None or now == self._stamp:
+                continue
+            self._stamp = now
+            digest = file_hash(self.path)
+            if digest is not None and digest != self._seen_hash:
+                await self.reload("file_changed")
