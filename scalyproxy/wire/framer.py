@@ -52,7 +52,7 @@ class Framer:
         "_pos",
         "_pending",
         "_partial",
-        "_filled",
+        "_expected",
         "_offset",
     )
 
@@ -62,7 +62,7 @@ class Framer:
         self._pos = 0  # start of the unframed part of _chunks[0]
         self._pending = 0  # unframed bytes in _chunks
         self._partial: bytearray | None = None  # the incomplete message being filled
-        self._filled = 0
+        self._expected = 0  # its announced length
         self._offset = 0  # stream offset of the next unframed byte (for error messages)
 
     @property
@@ -73,7 +73,7 @@ class Framer:
     @property
     def buffered(self) -> int:
         """Bytes held: unframed input plus the filled part of an incomplete message."""
-        return self._pending + self._filled
+        return self._pending + (len(self._partial) if self._partial is not None else 0)
 
     def feed(self, data: Data) -> None:
         """Add bytes received from the peer (copied only if given a mutable buffer)."""
@@ -113,8 +113,14 @@ class Framer:
         else:
             length = _int32_at(self._peek_length(), 0)[0]
         check_length(length, self.max_message_size, self._offset)
-        # Spread over several chunks: one buffer of the announced size, filled once.
-        self._partial = bytearray(length)
+        # Spread over several chunks: one buffer that grows only as bytes arrive.
+        # Never sized from the announced length up front: a hostile peer that
+        # announces 48 MB and sends 16 bytes must cost 16 bytes, not 48 MB (a
+        # zero-filled bytearray(length) would touch every page). Appending to a
+        # bytearray over-allocates by 1/8 and large blocks grow in place
+        # (realloc/mremap), so a 47 MB message costs about 1.1x its size.
+        self._partial = bytearray()
+        self._expected = length
         return self._fill_partial()
 
     def _slice(self, chunk: bytes, pos: int, end: int) -> Data:
@@ -142,17 +148,16 @@ class Framer:
         buf = self._partial
         assert buf is not None
         chunks = self._chunks
-        while chunks and self._filled < len(buf):
+        expected = self._expected
+        while chunks and len(buf) < expected:
             chunk = chunks[0]
             pos = self._pos
-            take = min(len(chunk) - pos, len(buf) - self._filled)
-            buf[self._filled : self._filled + take] = memoryview(chunk)[pos : pos + take]
-            self._filled += take
+            take = min(len(chunk) - pos, expected - len(buf))
+            buf += memoryview(chunk)[pos : pos + take]
             self._consume(chunk, pos + take)
-        if self._filled < len(buf):
+        if len(buf) < expected:
             return None
         self._partial = None
-        self._filled = 0
         return _tuple_new(Frame, (_tuple_new(Header, _unpack_header(buf, 0)), buf))
 
     def _peek_length(self) -> bytes:
