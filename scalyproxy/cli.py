@@ -24,6 +24,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="start the embedded default backend (FerretDB on SQLite) and use it as upstream",
     )
     run.add_argument("--data-dir", help="data directory for --embedded-backend (default: temporary)")
+    run.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="forward bytes without reading them: no policy, no per-command metrics (benchmarks, bypass)",
+    )
 
     check = sub.add_parser("check", help="validate a config file (exit 0 when valid, 1 otherwise)")
     check.add_argument("file")

@@ -22,19 +22,25 @@ class AdminHooks(Hooks):
     def __init__(self, metrics: Metrics, report: ShadowReport) -> None:
         self.metrics = metrics
         self.report = report
-        m = metrics
-        self._bytes_in = m.bytes_in
-        self._bytes_out = m.bytes_out
-        self._proxy_seconds = m.proxy_seconds
-        self._commands: dict[tuple[str, str | None, str], Any] = {}  # label children, by raw key
+        self._open_clients: set[str] = set()
+        self._bytes_in = metrics.bytes_in.values  # hot: plain dicts, see admin.metrics
+        self._bytes_out = metrics.bytes_out.values
+        self._commands = metrics.commands.values
+        self._proxy_seconds = metrics.proxy_seconds
+        self._labels: dict[tuple[str, str | None], tuple[str, str]] = {}  # (command, ns) -> bounded labels
+        self._command_keys: dict[tuple[str, str | None, str], tuple[str, ...]] = {}  # raw -> label values
 
     # -- connections ------------------------------------------------------------------
 
     def client_opened(self, peer: str) -> None:
-        self.metrics.client_connections.inc()
+        self._open_clients.add(peer)
+        self.metrics.client_connections.set(len(self._open_clients))
 
     def client_closed(self, peer: str) -> None:
-        self.metrics.client_connections.dec()
+        # the relay also reports a close for connections it refused at accept (never opened)
+        if peer in self._open_clients:
+            self._open_clients.discard(peer)
+            self.metrics.client_connections.set(len(self._open_clients))
 
     def client_rejected(self, peer: str, reason: str) -> None:
         self.metrics.client_rejected.labels(self.metrics.rejected_reason(reason)).inc()
@@ -49,10 +55,12 @@ class AdminHooks(Hooks):
         self.metrics.upstream_connect_failures.labels(self.metrics.host(address)).inc()
 
     def bytes_in(self, n: int) -> None:
-        self._bytes_in.inc(n)
+        values = self._bytes_in
+        values[()] = values.get((), 0) + n
 
     def bytes_out(self, n: int) -> None:
-        self._bytes_out.inc(n)
+        values = self._bytes_out
+        values[()] = values.get((), 0) + n
 
     def protocol_error(self, kind: str) -> None:
         self.metrics.protocol_errors.labels(self.metrics.protocol_error_kind(kind)).inc()
@@ -63,31 +71,39 @@ class AdminHooks(Hooks):
         if getattr(conn, "user", None) is None:
             conn.user = user_of(view.body)
 
+    def _bounded(self, command: str, ns: str | None) -> tuple[str, str]:
+        labels = self._labels.get((command, ns))
+        if labels is None:
+            labels = (self.metrics.command(command), self.metrics.namespace(ns))
+            if len(self._labels) < 4096:  # raw names are client-chosen: the cache is bounded too
+                self._labels[(command, ns)] = labels
+        return labels
+
     def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
         v: Verdict = verdict
-        ns = v.namespaces[0] if v.namespaces else None
-        outcome = "refused" if v.refusal is not None else ("warned" if v.warnings else "allowed")
-        key = (v.command, ns, outcome)
-        child = self._commands.get(key)
-        if child is None:
-            m = self.metrics
-            child = m.commands.labels(m.command(v.command), m.namespace(ns), outcome)
-            if len(self._commands) < 4096:
-                self._commands[key] = child
-        child.inc()
+        namespaces = v.namespaces
+        raw = (v.command, namespaces[0] if namespaces else None,
+               "allowed" if v.refusal is None and not v.warnings else "refused" if v.refusal else "warned")
+        key = self._command_keys.get(raw)
+        if key is None:
+            key = (*self._bounded(raw[0], raw[1]), raw[2])
+            if len(self._command_keys) < 4096:
+                self._command_keys[raw] = key
+        counts = self._commands
+        counts[key] = counts.get(key, 0) + 1
         self._proxy_seconds.observe(proxy_seconds)
         if v.marker_used:
-            self.metrics.allow_marker_used.labels(self.metrics.namespace(ns)).inc()
+            self.metrics.allow_marker_used.inc((key[1],))
         if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None:
             conn.user = user_of(view.body)
 
     def round_trip(self, command: str, seconds: float) -> None:
-        self.metrics.round_trip_seconds.labels(self.metrics.command(command)).observe(seconds)
+        self.metrics.round_trip_seconds.observe(seconds, (self._bounded(command, None)[0],))
 
     def finding(self, conn: Any, view: Any, finding: Finding, enforced: bool) -> None:
         m = self.metrics
         counter = m.refusals if enforced else m.warnings
-        counter.labels(finding.rule, m.namespace(finding.namespace)).inc()
+        counter.inc((finding.rule, self._bounded(finding.command, finding.namespace)[1]))
         self.report.record(
             rule=finding.rule,
             namespace=finding.namespace,
@@ -100,5 +116,6 @@ class AdminHooks(Hooks):
         )
 
     def config_loaded(self) -> None:
-        """Namespaces may have changed: cached label children are recomputed."""
-        self._commands.clear()
+        """Namespaces may have changed: cached label values are recomputed."""
+        self._labels.clear()
+        self._command_keys.clear()

@@ -5,16 +5,26 @@ Label values are bounded: namespaces are those of the loaded config (plus
 come from a known list (plus ``other``), protocol-error kinds from the codec's
 closed set (plus ``other``), upstream hosts from the upstream URI. Nothing a
 client sends can create a new time series.
+
+Metrics touched for every command or every chunk of bytes are :class:`HotCounter`
+and :class:`HotHistogram`: plain dicts of numbers, updated on the event loop
+without a lock (about 0.2 µs), which prometheus_client formats at scrape time.
+prometheus_client's own Counter and Histogram take 1.6 µs and 4 µs per update
+(a lock, exemplars), too much for the relay's hot path. The others are
+prometheus_client's Counter, Gauge and Info. Everything is read and written on
+the event loop thread (the admin listener runs there too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from scalyproxy.policy.commands import (
     COLLECTION_COMMANDS,
@@ -81,11 +91,90 @@ ROUND_TRIP_BUCKETS: Final = (
 )
 
 
+LabelValues = tuple[str, ...]
+
+
+class HotCounter:
+    """A counter family for the hot path: label values -> a number, formatted at scrape time."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.values: dict[LabelValues, float] = {} if labelnames else {(): 0}
+        registry.register(self)
+
+    def inc(self, labels: LabelValues = (), amount: float = 1) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0) + amount
+
+    def get(self, labels: LabelValues = ()) -> float:
+        return self.values.get(labels, 0)
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
+class _Series:
+    __slots__ = ("counts", "total")
+
+    def __init__(self, n: int) -> None:
+        self.counts = [0] * n  # per bucket, not cumulative; the last one is +Inf
+        self.total = 0.0
+
+
+class HotHistogram:
+    """A histogram family for the hot path: bucket counts per label values."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.bounds = tuple(sorted(buckets))
+        self.series: dict[LabelValues, _Series] = {} if labelnames else {(): _Series(len(self.bounds) + 1)}
+        registry.register(self)
+
+    def observe(self, value: float, labels: LabelValues = ()) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = _Series(len(self.bounds) + 1)
+        series.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        series.total += value
+
+    def count(self, labels: LabelValues = ()) -> int:
+        series = self.series.get(labels)
+        return 0 if series is None else sum(series.counts)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        edges = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        for labels, series in list(self.series.items()):
+            running, buckets = 0, []
+            for edge, n in zip(edges, series.counts, strict=True):
+                running += n
+                buckets.append((edge, float(running)))
+            family.add_metric(labels, buckets, series.total)
+        yield family
+
+
 @dataclass(frozen=True)
 class Spec:
     """One metric: its kind, name (without the ``scalyproxy_`` prefix), help and labels."""
 
-    kind: type[Counter] | type[Gauge] | type[Histogram] | type[Info]
+    kind: type[HotCounter] | type[HotHistogram] | type[Counter] | type[Gauge] | type[Info]
     name: str
     help: str
     labels: tuple[str, ...] = ()
@@ -94,22 +183,22 @@ class Spec:
 
 #: The one list of every metric (Envoy style). Counters get ``_total`` in the exposition.
 METRICS: Final[tuple[Spec, ...]] = (
-    Spec(Counter, "commands", "Commands decided, by command, namespace and verdict (allowed, refused, warned)",
+    Spec(HotCounter, "commands", "Commands decided, by command, namespace and verdict (allowed, refused, warned)",
          ("command", "namespace", "verdict")),
-    Spec(Counter, "refusals", "Refusals (rules in enforce), by rule and namespace", ("rule", "namespace")),
-    Spec(Counter, "warnings", "Warnings (rules in warn: would have been refused), by rule and namespace",
+    Spec(HotCounter, "refusals", "Refusals (rules in enforce), by rule and namespace", ("rule", "namespace")),
+    Spec(HotCounter, "warnings", "Warnings (rules in warn: would have been refused), by rule and namespace",
          ("rule", "namespace")),
-    Spec(Counter, "allow_marker_used", "Commands let through by the allow marker, by namespace", ("namespace",)),
-    Spec(Histogram, "proxy_seconds", "Time the proxy adds per command (decode and decide; no upstream time)",
+    Spec(HotCounter, "allow_marker_used", "Commands let through by the allow marker, by namespace", ("namespace",)),
+    Spec(HotHistogram, "proxy_seconds", "Time the proxy adds per command (decode and decide; no upstream time)",
          buckets=PROXY_BUCKETS),
-    Spec(Histogram, "round_trip_seconds", "From forwarding a request to the end of its reply, by command",
+    Spec(HotHistogram, "round_trip_seconds", "From forwarding a request to the end of its reply, by command",
          ("command",), buckets=ROUND_TRIP_BUCKETS),
     Spec(Gauge, "client_connections", "Open client connections"),
     Spec(Counter, "client_rejected", "Client connections refused at accept, by reason", ("reason",)),
     Spec(Gauge, "upstream_connections", "Open upstream connections"),
     Spec(Counter, "upstream_connect_failures", "Failed connections to an upstream host, by host", ("host",)),
-    Spec(Counter, "bytes_in", "Bytes received from clients"),
-    Spec(Counter, "bytes_out", "Bytes sent to clients"),
+    Spec(HotCounter, "bytes_in", "Bytes received from clients"),
+    Spec(HotCounter, "bytes_out", "Bytes sent to clients"),
     Spec(Counter, "protocol_errors", "Messages that could not be framed or decoded, by kind", ("kind",)),
     Spec(Counter, "config_reloads", "Config reloads, by outcome (success, failure)", ("outcome",)),
     Spec(Gauge, "config_generation", "Generation of the loaded config (1 at start, +1 per successful reload)"),
@@ -121,11 +210,20 @@ METRICS: Final[tuple[Spec, ...]] = (
 )
 
 
-def _build(spec: Spec, registry: CollectorRegistry) -> Counter | Gauge | Histogram | Info:
+Built = HotCounter | HotHistogram | Counter | Gauge | Info
+
+
+def _build(spec: Spec, registry: CollectorRegistry) -> Built:
     name = PREFIX + spec.name
-    if spec.kind is Histogram:
-        return Histogram(name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
-    return spec.kind(name, spec.help, spec.labels, registry=registry)
+    if spec.kind is HotHistogram:
+        return HotHistogram(name, spec.help, spec.labels, registry, spec.buckets)
+    if spec.kind is HotCounter:
+        return HotCounter(name, spec.help, spec.labels, registry)
+    if spec.kind is Counter:
+        return Counter(name, spec.help, spec.labels, registry=registry)
+    if spec.kind is Gauge:
+        return Gauge(name, spec.help, spec.labels, registry=registry)
+    return Info(name, spec.help, spec.labels, registry=registry)
 
 
 class Metrics:
@@ -136,18 +234,18 @@ class Metrics:
         self._all = {spec.name: _build(spec, self.registry) for spec in METRICS}
         self.namespaces: frozenset[str] = frozenset(namespaces)
         self.hosts: frozenset[str] = frozenset(upstream_hosts)
-        self.commands = self._counter("commands")
-        self.refusals = self._counter("refusals")
-        self.warnings = self._counter("warnings")
-        self.allow_marker_used = self._counter("allow_marker_used")
-        self.proxy_seconds = self._histogram("proxy_seconds")
-        self.round_trip_seconds = self._histogram("round_trip_seconds")
+        self.commands = self._hot_counter("commands")
+        self.refusals = self._hot_counter("refusals")
+        self.warnings = self._hot_counter("warnings")
+        self.allow_marker_used = self._hot_counter("allow_marker_used")
+        self.proxy_seconds = self._hot_histogram("proxy_seconds")
+        self.round_trip_seconds = self._hot_histogram("round_trip_seconds")
         self.client_connections = self._gauge("client_connections")
         self.client_rejected = self._counter("client_rejected")
         self.upstream_connections = self._gauge("upstream_connections")
         self.upstream_connect_failures = self._counter("upstream_connect_failures")
-        self.bytes_in = self._counter("bytes_in")
-        self.bytes_out = self._counter("bytes_out")
+        self.bytes_in = self._hot_counter("bytes_in")
+        self.bytes_out = self._hot_counter("bytes_out")
         self.protocol_errors = self._counter("protocol_errors")
         self.config_reloads = self._counter("config_reloads")
         self.config_generation = self._gauge("config_generation")
@@ -168,9 +266,14 @@ class Metrics:
         assert isinstance(metric, Gauge)
         return metric
 
-    def _histogram(self, name: str) -> Histogram:
+    def _hot_counter(self, name: str) -> HotCounter:
         metric = self._all[name]
-        assert isinstance(metric, Histogram)
+        assert isinstance(metric, HotCounter)
+        return metric
+
+    def _hot_histogram(self, name: str) -> HotHistogram:
+        metric = self._all[name]
+        assert isinstance(metric, HotHistogram)
         return metric
 
     def _info(self, name: str) -> Info:

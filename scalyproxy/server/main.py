@@ -48,57 +48,83 @@ def install_uvloop() -> str:
     return "uvloop"
 
 
+class Runtime:
+    """The proxy wired to its admin side: metrics, shadow report, admin listener, drift check."""
+
+    def __init__(self, cfg: ProxyConfig, relay_only: bool = False) -> None:
+        self.metrics = Metrics(cfg.collections)
+        self.report = ShadowReport(cfg.report_size)
+        self.hooks = AdminHooks(self.metrics, self.report)
+        self.proxy = Proxy(cfg, self.hooks, relay_only=relay_only)
+        self.metrics.hosts = frozenset(h.address for h in self.proxy.upstreams.hosts)
+        self.drift = DriftChecker(self.proxy, self.metrics)
+        self.admin: AdminServer | None = None
+        self._config_loaded(cfg)
+
+    def _config_loaded(self, cfg: ProxyConfig) -> None:
+        self.metrics.config_loaded(cfg.collections, cfg.source_path, cfg.source_hash, cfg.read_only,
+                                   self.proxy.generation)
+        self.hooks.config_loaded()
+        self.report.resize(cfg.report_size)
+
+    def reloaded(self, cfg: ProxyConfig) -> None:
+        self._config_loaded(cfg)
+        self.metrics.config_reloads.labels("success").inc()
+
+    def reload_failed(self) -> None:
+        self.metrics.config_reloads.labels("failure").inc()
+
+    async def strict_drift_check(self) -> str | None:
+        """Why the proxy must not start (``drift_check: strict``), or None."""
+        try:
+            found = await self.drift.check()
+        except DriftError as exc:
+            return f"drift check (strict) could not run: {exc}"
+        if not found:
+            return None
+        lines = "\n".join("  " + m.message() for m in found)
+        return f"drift check (strict): {len(found)} shard key mismatch(es):\n{lines}"
+
+    async def start_admin(self, listen: HostPort) -> str | None:
+        """Start the admin listener; the reason it could not, or None."""
+        admin = AdminServer(self.proxy, self.metrics, self.report)
+        try:
+            self.proxy.admin_address = await admin.start(listen)
+        except OSError as exc:
+            return f"cannot listen on admin_listen {listen}: {exc}"
+        self.admin = admin
+        return None
+
+    async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.drift.close()
+
+
 async def serve(cfg: ProxyConfig, announce: bool = False, config_path: str | None = None,
-                from_file: ProxyConfig | None = None) -> int:
-    """Run the proxy with its admin side (metrics, report, admin HTTP, reload, drift check).
+                from_file: ProxyConfig | None = None, relay_only: bool = False) -> int:
+    """Run the proxy with its admin side until SIGTERM/SIGINT.
 
-    ``config_path`` turns hot reload on; ``from_file`` is that file's config before
-    command-line overrides (``cfg`` when there were none).
+    ``config_path`` turns hot reload on (SIGHUP and file changes); ``from_file`` is
+    that file's config before command-line overrides (``cfg`` when there were none).
     """
-    metrics = Metrics(cfg.collections)
-    report = ShadowReport(cfg.report_size)
-    hooks = AdminHooks(metrics, report)
-    proxy = Proxy(cfg, hooks)
-    metrics.hosts = frozenset(h.address for h in proxy.upstreams.hosts)
-
-    def applied(new: ProxyConfig) -> None:
-        metrics.config_loaded(new.collections, new.source_path, new.source_hash, new.read_only, proxy.generation)
-        metrics.config_reloads.labels("success").inc()
-        hooks.config_loaded()
-        report.resize(new.report_size)
-
-    metrics.config_loaded(cfg.collections, cfg.source_path, cfg.source_hash, cfg.read_only, proxy.generation)
-    drift = DriftChecker(proxy, metrics)
-    admin: AdminServer | None = None
+    rt = Runtime(cfg, relay_only)
+    proxy = rt.proxy
     try:
-        if cfg.drift_check == "strict":
-            try:
-                found = await drift.check()
-            except DriftError as exc:
-                return _refuse_start(f"drift check (strict) could not run: {exc}")
-            if found:
-                lines = "\n".join("  " + m.message() for m in found)
-                return _refuse_start(f"drift check (strict): {len(found)} shard key mismatch(es):\n{lines}")
-        if cfg.admin_listen is not None:
-            admin = AdminServer(proxy, metrics, report)
-            try:
-                proxy.admin_address = await admin.start(cfg.admin_listen)
-            except OSError as exc:
-                admin = None
-                return _refuse_start(f"cannot listen on admin_listen {cfg.admin_listen}: {exc}")
+        problem = await rt.strict_drift_check() if cfg.drift_check == "strict" else None
+        if problem is None and cfg.admin_listen is not None:
+            problem = await rt.start_admin(cfg.admin_listen)
+        if problem is not None:
+            return _refuse_start(problem)
         await proxy.start()
         if announce:
-            print(f"scalyproxy listening on {proxy.address}", flush=True)
-            print(f"Point any driver at: mongodb://{proxy.address}/", flush=True)
-            if admin is not None:
-                print(f"Admin (metrics, health, report): http://{admin.address}/", flush=True)
+            _announce(proxy.address, rt.admin.address if rt.admin else None)
         loop = asyncio.get_running_loop()
         if config_path is not None:
-            reloader = Reloader(proxy, config_path, from_file or cfg, applied,
-                                lambda: metrics.config_reloads.labels("failure").inc())
+            reloader = Reloader(proxy, config_path, from_file or cfg, rt.reloaded, rt.reload_failed)
             loop.add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
             proxy.spawn(reloader.watch())
-        proxy.spawn(drift.run(initial_delay=cfg.drift_check == "strict"))
+        proxy.spawn(rt.drift.run(initial_delay=cfg.drift_check == "strict"))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -107,9 +133,14 @@ async def serve(cfg: ProxyConfig, announce: bool = False, config_path: str | Non
         await proxy.stop(SHUTDOWN_GRACE_S)
         return 0
     finally:
-        if admin is not None:
-            await admin.stop()
-        await drift.close()
+        await rt.close()
+
+
+def _announce(listen: str, admin: str | None) -> None:
+    print(f"scalyproxy listening on {listen}", flush=True)
+    print(f"Point any driver at: mongodb://{listen}/", flush=True)
+    if admin is not None:
+        print(f"Admin (metrics, health, report): http://{admin}/", flush=True)
 
 
 def _refuse_start(message: str) -> int:
@@ -141,7 +172,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     loop_kind = install_uvloop()
     log.debug("event_loop", kind=loop_kind)
     try:
-        return asyncio.run(serve(cfg, announce=True, config_path=args.config, from_file=from_file))
+        return asyncio.run(serve(cfg, announce=True, config_path=args.config, from_file=from_file,
+                                 relay_only=getattr(args, "relay_only", False)))
     except UpstreamConfigError as exc:
         print(f"scalyproxy: {exc}", file=sys.stderr)
         return 1

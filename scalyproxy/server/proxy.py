@@ -15,7 +15,7 @@ from scalyproxy.config import ProxyConfig
 from scalyproxy.logs import log
 from scalyproxy.policy import Engine, Finding
 from scalyproxy.server.hooks import Hooks
-from scalyproxy.server.relay import ClientConnection
+from scalyproxy.server.relay import ClientConnection, RawRelayConnection
 from scalyproxy.server.tls import server_context
 from scalyproxy.server.upstream import UpstreamPool
 from scalyproxy.wire.command import CommandView
@@ -43,8 +43,9 @@ class Proxy:
     """One listening proxy. Connections read ``proxy.engine`` at every command, so
     swapping it (hot reload) takes effect from each connection's next command."""
 
-    def __init__(self, config: ProxyConfig, hooks: Hooks | None = None) -> None:
+    def __init__(self, config: ProxyConfig, hooks: Hooks | None = None, relay_only: bool = False) -> None:
         self.config = config
+        self.relay_only = relay_only  # --relay-only: forward bytes, read nothing (policy off)
         self.engine = Engine.from_config(config)
         self.upstreams = UpstreamPool.from_uri(config.upstream)
         self.hooks = hooks or Hooks()
@@ -126,7 +127,7 @@ class Proxy:
         ssl_ctx = server_context(self.config.tls) if self.config.tls else None
         listen = self.config.listen
         self.server = await loop.create_server(
-            lambda: ClientConnection(self),
+            (lambda: RawRelayConnection(self)) if self.relay_only else (lambda: ClientConnection(self)),
             listen.host,
             listen.port,
             ssl=ssl_ctx,

@@ -127,8 +127,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.proxy.forget(self)
-        self.proxy.hooks.client_closed(self.peer)
+        if self in self.proxy.connections:  # not for connections refused at accept
+            self.proxy.forget(self)
+            self.proxy.hooks.client_closed(self.peer)
         if self.upstream is not None:
             self.upstream.close()
 
@@ -231,9 +232,7 @@ class ClientConnection(asyncio.Protocol):
             app = meta.get("application")
             if isinstance(app, Mapping) and isinstance(app.get("name"), str):
                 self.app_name = app["name"]
-        spec = body.get("speculativeAuthenticate")
-        if isinstance(spec, Mapping) and isinstance(spec.get("db"), str) and self.user is None:
-            self.user = None  # the user name is inside the SCRAM payload; never decoded here
+        self.proxy.hooks.handshake(self, view)  # learns the user from speculativeAuthenticate
         if not view.more_to_come:
             self.tracker.capture_ids.add(view.request_id)
         wanted = body.get("compression")
@@ -401,6 +400,46 @@ class ClientConnection(asyncio.Protocol):
 
     def info(self) -> dict[str, Any]:
         return {"client": self.peer, "app": self.app_name}
+
+
+class RawRelayConnection(ClientConnection):
+    """``scalyproxy run --relay-only``: bytes are forwarded both ways as they come,
+    nothing is read, framed or checked (the policy is off; only bytes and
+    connections are counted). The floor the full relay is compared with, and a
+    bypass that keeps the proxy in the path."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__(proxy)
+        self.waiting: list[bytes] | None = []  # bytes that came before the upstream connection
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_activity = self.last_request = time.monotonic()
+        self.proxy.hooks.bytes_in(len(data))
+        upstream = self.upstream
+        if upstream is None or self.waiting is not None:
+            if self.waiting is not None:
+                self.waiting.append(data)
+            return
+        upstream.write(data)
+
+    def _process(self) -> None:  # the upstream connection is up: flush what waited for it
+        waiting, self.waiting = self.waiting, None
+        if waiting and self.upstream is not None:
+            self.upstream.write(b"".join(waiting))
+
+    def from_upstream(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        self.last_reply_end = time.monotonic()
+        self.proxy.hooks.bytes_out(len(data))
+
+    def send_own_reply(self, reply: bytes) -> None:  # never called: nothing is refused
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
 
 
 class UpstreamConnection(asyncio.Protocol):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +114,14 @@ class MemoryRelay:
         return self.client.closed
 
 
-def quiet_logs(level: str = "error") -> LogSink:
-    """Send the proxy's log lines to a sink (at ``level`` and above); returns the sink."""
-    sink = LogSink()
+@contextmanager
+def captured_logs(sink: LogSink | None = None, level: str = "error") -> Iterator[LogSink]:
+    """Send the proxy's log lines (``level`` and above) to a sink for the block; restored after."""
+    sink = sink if sink is not None else LogSink()
+    saved = log.stream, log.threshold
     log.stream = sink
     log.set_level(level)
-    return sink
+    try:
+        yield sink
+    finally:
+        log.stream, log.threshold = saved

@@ -46,7 +46,7 @@ from scalyproxy.wire import (
 from scalyproxy.wire.documents import decode_document
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
-from tests.fuzz.memrelay import MemoryRelay, quiet_logs
+from tests.fuzz.memrelay import LogSink, MemoryRelay, captured_logs
 
 #: Small frame limit in the fuzzers: a hostile length costs a 64 KiB buffer, not 48 MB.
 FUZZ_MAX = 1 << 16
@@ -231,7 +231,7 @@ def _rebuild_op_query(raw: bytes) -> bytes:
 
 # -- the relay -----------------------------------------------------------------------
 
-_LOG = quiet_logs()
+_LOG = LogSink()
 #: How the relay fuzzer cuts both streams (the first input byte picks one).
 CHUNK_SIZES = (1, 2, 3, 5, 7, 16, 17, 21, 64, 100, 500, 4096, 65536)
 
@@ -255,6 +255,15 @@ def relay_target(data: bytes) -> None:
     size, client, upstream = split_relay_input(data)
     _LOG.seek(0)
     _LOG.truncate()
+    with captured_logs(_LOG):
+        relay = run_relay(size, client, upstream)
+    _check(not any(e["event"] == "internal_error" for e in _LOG.events()), _LOG.getvalue()[:500])
+    check_forwarded(client, relay.to_upstream, relay)
+    check_to_client(client, upstream, relay.to_client)
+
+
+def run_relay(size: int, client: bytes, upstream: bytes) -> MemoryRelay:
+    """Feed both streams, ``size`` bytes at a time, alternating client and upstream chunks."""
     relay = MemoryRelay()
     conn = relay.conn
     conn.framer.max_message_size = conn.tracker.max_size = FUZZ_MAX
@@ -268,9 +277,7 @@ def relay_target(data: bytes) -> None:
             # the upstream's hello may raise the limit (it is trusted to state its
             # own); the fuzzer keeps it small so a hostile length costs little
             conn.framer.max_message_size = min(conn.framer.max_message_size, FUZZ_MAX)
-    _check(not any(e["event"] == "internal_error" for e in _LOG.events()), _LOG.getvalue()[:500])
-    check_forwarded(client, relay.to_upstream, relay)
-    check_to_client(client, upstream, relay.to_client)
+    return relay
 
 
 def split_frames(data: bytes, max_size: int) -> tuple[list[bytes], int]:

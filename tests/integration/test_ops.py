@@ -209,6 +209,30 @@ def test_metrics_protocol_errors_and_bounded_labels(start_proxy: Callable[..., P
     assert value(m, "scalyproxy_commands_total", command="other", namespace="none", verdict="allowed") == 20
 
 
+def test_connection_gauges_count_rejections_apart(start_proxy: Callable[..., ProxyProcess]) -> None:
+    p = start_proxy(METRICS_CONFIG.replace("policy:", "limits: {max_connections: 1}\npolicy:"))
+    admin = admin_of(p)
+
+    def wait_for(name: str, expected: float, **labels: str) -> None:
+        deadline = time.monotonic() + 10
+        while (got := value(scrape(admin), name, **labels)) != expected:
+            assert time.monotonic() < deadline, f"{name}{labels} = {got}, expected {expected}"
+            time.sleep(0.1)
+
+    wait_for("scalyproxy_client_connections", 0)  # the start-up port check has gone
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10):
+        wait_for("scalyproxy_upstream_connections", 1)
+        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as second:
+            try:
+                assert second.recv(16) == b""  # closed at once: the limit is reached
+            except ConnectionResetError:
+                pass  # (or reset: the proxy aborts it)
+        wait_for("scalyproxy_client_rejected_total", 1, reason="max_connections")
+        wait_for("scalyproxy_client_connections", 1)
+    wait_for("scalyproxy_client_connections", 0)
+    wait_for("scalyproxy_upstream_connections", 0)
+
+
 # --- logs ------------------------------------------------------------------------
 
 LOG_CONFIG = """\

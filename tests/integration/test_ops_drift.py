@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from scalyproxy.backend import FerretDB, free_port
-from tests.conftest import ROOT, ProxyProcess
+from tests.conftest import BLOG_CONFIG, ROOT, ProxyProcess
+from tests.docker_tier import ShardedCluster, start_sharded_cluster
 from tests.integration.test_ops import (
     Client,
     admin_of,
@@ -157,3 +158,30 @@ def test_strict_refuses_to_start_when_the_catalogue_cannot_be_read(tmp_path: Pat
     )
     assert run.returncode == 1
     assert "drift check (strict) could not run" in run.stderr
+
+
+# --- against a real mongos (Docker tier; skips, saying why, without a Docker engine) -------
+
+
+@pytest.fixture(scope="module")
+def real_cluster() -> Iterator[ShardedCluster]:
+    yield from start_sharded_cluster(str(BLOG_CONFIG))
+
+
+@pytest.mark.docker
+def test_drift_check_against_real_mongos(real_cluster: ShardedCluster, start_proxy: Callable[..., ProxyProcess],
+                                         tmp_path: Path) -> None:
+    blog = BLOG_CONFIG.read_text()
+    strict = "admin_listen: 127.0.0.1:0\ndrift_check: strict\n" + blog
+    p = start_proxy(strict, upstream=real_cluster.mongos_uri)  # blog.blog_posts really is sharded so
+    assert wait_for_event(p, "drift_check")["mismatches"] == 0
+    other = strict.replace("- fields: [author, title]", "- fields: [author]")
+    assert other != strict
+    config = write(tmp_path / "other.yaml", other)
+    run = subprocess.run(
+        [sys.executable, "-m", "scalyproxy", "run", "--config", str(config),
+         "--listen", f"127.0.0.1:{free_port()}", "--upstream", real_cluster.mongos_uri],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 1
+    assert "blog.blog_posts: declared shard key {author: 1}, the cluster has {author: 1, title: 1}" in run.stderr

@@ -66,9 +66,11 @@ def test_hooks_count_commands_findings_and_connections() -> None:
     hooks.command(conn, view, _verdict("db.zzz", warnings=(_finding("db.zzz"),)), 0.0002)
     hooks.finding(conn, view, _finding("db.c"), True)
     hooks.finding(conn, view, _finding("db.zzz"), False)
-    hooks.client_opened("p")
-    hooks.client_opened("p")
-    hooks.client_closed("p")
+    hooks.client_opened("p1")
+    hooks.client_opened("p2")
+    hooks.client_closed("p1")
+    hooks.client_rejected("p3", "max_connections (2) reached")
+    hooks.client_closed("p3")  # the relay reports the refused one closed too: it never counted
     hooks.bytes_in(100)
     hooks.bytes_out(7)
     hooks.protocol_error("bad_length")
@@ -86,6 +88,7 @@ def test_hooks_count_commands_findings_and_connections() -> None:
     assert v("scalyproxy_warnings_total", rule="global_query", namespace="other") == 1
     assert v("scalyproxy_proxy_seconds_count") == 4
     assert v("scalyproxy_client_connections") == 1
+    assert v("scalyproxy_client_rejected_total", reason="max_connections") == 1
     assert v("scalyproxy_bytes_in_total") == 100 and v("scalyproxy_bytes_out_total") == 7
     assert v("scalyproxy_protocol_errors_total", kind="bad_length") == 1
     assert v("scalyproxy_round_trip_seconds_count", command="find") == 1
@@ -116,3 +119,30 @@ def test_config_loaded_moves_the_namespace_bound() -> None:
     assert s[("scalyproxy_config_generation", frozenset())] == 3
     assert s[("scalyproxy_read_only", frozenset())] == 1
     assert s[("scalyproxy_config_info", frozenset({("path", "/etc/x.yaml"), ("sha256", "ab" * 32)}))] == 1
+
+
+def test_hot_histogram_buckets_are_cumulative_and_le() -> None:
+    m = Metrics()
+    for seconds in (0.00001, 0.00001, 0.0003, 0.002, 99.0):  # 0.00001 sits on a bound: le counts it
+        m.proxy_seconds.observe(seconds)
+    s = _samples(m)
+
+    def bucket(le: str) -> float:
+        return s[("scalyproxy_proxy_seconds_bucket", frozenset({("le", le)}))]
+
+    assert bucket("1e-05") == 2
+    assert bucket("0.00025") == 2
+    assert bucket("0.0005") == 3
+    assert bucket("0.0025") == 4
+    assert bucket("0.25") == 4
+    assert bucket("+Inf") == 5
+    assert s[("scalyproxy_proxy_seconds_count", frozenset())] == 5
+    assert abs(s[("scalyproxy_proxy_seconds_sum", frozenset())] - 99.00232) < 1e-9
+    assert m.proxy_seconds.count() == 5
+
+
+def test_hot_series_exist_at_zero_before_traffic() -> None:
+    s = _samples(Metrics())
+    assert s[("scalyproxy_bytes_in_total", frozenset())] == 0
+    assert s[("scalyproxy_proxy_seconds_count", frozenset())] == 0
+    assert s[("scalyproxy_config_reloads_total", frozenset({("outcome", "failure")}))] == 0
