@@ -30,6 +30,16 @@ ALIASES: Final[dict[str, str]] = {
     "listshards": "listShards",
     "flushrouterconfig": "flushRouterConfig",
     "getshardversion": "getShardVersion",
+    "datasize": "dataSize",
+    "availablequeryoptions": "availableQueryOptions",
+}
+
+#: The kind-1 document sequences each command takes (OP_MSG); any other is refused.
+SEQUENCE_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "insert": frozenset({"documents"}),
+    "update": frozenset({"updates"}),
+    "delete": frozenset({"deletes"}),
+    "bulkWrite": frozenset({"ops", "nsInfo"}),
 }
 
 

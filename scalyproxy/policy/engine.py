@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Final
 
 from scalyproxy import codes
 from scalyproxy.config.model import ProxyConfig
-from scalyproxy.policy.commands import canonical, is_write, namespace_of
+from scalyproxy.policy.commands import SEQUENCE_FIELDS, canonical, is_write, namespace_of
 from scalyproxy.policy.compiled import CompiledCollection
 from scalyproxy.policy.decision import Checks, Decision, Stop, internal_refusal
 from scalyproxy.policy.handlers import HANDLERS
@@ -67,6 +67,13 @@ class Engine(Checks):
             if ns is not None:
                 d.namespaces.append(ns)
             return
+        unexpected = [n for n in cmd.sequences if n not in SEQUENCE_FIELDS.get(command, ())]
+        if unexpected:
+            message = (
+                f"command {command} does not take a document sequence named {unexpected[0]!r} "
+                f"(allowed: {', '.join(sorted(SEQUENCE_FIELDS.get(command, ()))) or 'none'})"
+            )
+            d.malformed(message, namespace_of(command, db, body))
         if command in self._deny:
             message = f"command {command} is denied by the proxy policy (policy.deny_commands)"
             d.report("deny_commands", "enforce", codes.COMMAND_DENIED, message, namespace_of(command, db, body))

@@ -281,16 +281,20 @@ def test_statements_from_kind1_sequences(engine: Engine) -> None:
 
 
 class ExplodingSequences(Mapping[str, Sequence[Mapping[str, Any]]]):
-    """A lazy sequences mapping that fails the test if anything reads it."""
+    """A lazy sequences mapping that fails the test if any document is read.
+
+    Its identifiers may be listed (the engine checks them against what the
+    command takes, without decoding anything); its documents may not be read.
+    """
 
     def __getitem__(self, key: str) -> Sequence[Mapping[str, Any]]:
         raise AssertionError(f"sequence {key!r} was read")
 
     def __iter__(self) -> Iterator[str]:
-        raise AssertionError("sequences were listed")
+        return iter(["documents"])
 
     def __len__(self) -> int:
-        raise AssertionError("sequences were counted")
+        return 1
 
 
 class ExplodingCommand:
@@ -302,7 +306,7 @@ class ExplodingCommand:
 
     @property
     def sequences(self) -> Mapping[str, Sequence[Mapping[str, Any]]]:
-        raise AssertionError("the sequences attribute was touched")
+        return ExplodingSequences()
 
 
 @pytest.mark.parametrize("coll", ["undeclared", "nothing_to_check"])
