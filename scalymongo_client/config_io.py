@@ -4,9 +4,9 @@
 ``export-config`` command); ``documents_from_config`` creates Document classes
 from a proxy config, checked by an engine compiled from that very config
 (``Connection(..., config=...)``). The YAML is exactly the proxy's format;
-each collection key carries a comment ``# model: <ClassName>`` so the classes
-come back with their names (without it a name is made from the collection
-name: ``blog_posts`` -> ``BlogPosts``).
+each collection carries ``model: <ClassName>`` (a key the proxy ignores) so the
+classes come back with their names (without it a name is made from the
+collection name: ``blog_posts`` -> ``BlogPosts``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from scalyproxy.policy import Engine
 
 __all__ = ["class_name_for", "documents_from_config", "export_config", "module_documents"]
 
-_MODEL_HINT = re.compile(
-    r"""^\s+(?P<key>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s#'"][^#]*?)\s*:\s*#\s*model:\s*(?P<name>[A-Za-z_]\w*)\s*$"""
-)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
@@ -67,14 +64,14 @@ def export_config(
     header_comment: str | None = None,
 ) -> str:
     """The proxy config (YAML text) for ``classes``; validated by the proxy's loader before returning."""
-    entries: dict[str, tuple[str, dict[str, Any]]] = {}
+    entries: dict[str, tuple[str, dict[str, Any]]] = {}  # namespace -> (class name, entry)
     for cls in classes:
         ns = cls.namespace()
         if ns is None:
             raise DefinitionError(f"{cls.__qualname__} declares no __database__ and __collection__")
         if ns in entries:
             raise DefinitionError(f"{cls.__qualname__} and {entries[ns][0]} both declare {ns}")
-        entries[ns] = (cls.__name__, cls.config_entry())
+        entries[ns] = (cls.__name__, {"model": cls.__name__, **cls.config_entry()})
     head: dict[str, Any] = {}
     if listen:
         head["listen"] = listen
@@ -84,26 +81,12 @@ def export_config(
     parts = [f"# {line}\n" for line in (header_comment or "").splitlines()]
     parts.append(yaml.safe_dump(head, sort_keys=False, default_flow_style=False))
     parts.append("collections:\n" if entries else "collections: {}\n")
-    for ns, (name, entry) in entries.items():
-        parts.append(f"  {_yaml_key(ns)}:  # model: {name}\n")
+    for ns, (_class_name, entry) in entries.items():
+        parts.append(f"  {_yaml_key(ns)}:\n")
         parts.append(_indent(yaml.safe_dump(entry, sort_keys=False, default_flow_style=False), 4))
     text = "".join(parts)
     load_config_text(text, "<exported config>")
     return text
-
-
-def _model_hints(text: str) -> dict[str, str]:
-    hints: dict[str, str] = {}
-    for line in text.splitlines():
-        match = _MODEL_HINT.match(line)
-        if match:
-            key = match.group("key")
-            if key.startswith('"'):
-                key = json.loads(key)
-            elif key.startswith("'"):
-                key = key[1:-1]
-            hints[key] = match.group("name")
-    return hints
 
 
 def class_name_for(namespace: str, taken: Iterable[str] = ()) -> str:
@@ -135,14 +118,14 @@ def documents_from_config(
     else:
         config = load_config_text(text, os.fspath(source) if source is not None else "<string>")
     raw = yaml.safe_load(text) or {}
-    return _classes(config, raw.get("collections") or {}, _model_hints(text))
+    return _classes(config, raw.get("collections") or {})
 
 
-def _classes(config: ProxyConfig, raw: Mapping[str, Any], hints: Mapping[str, str]) -> dict[str, type[Document]]:
+def _classes(config: ProxyConfig, raw: Mapping[str, Any]) -> dict[str, type[Document]]:
     engine = Engine.from_config(config)
     out: dict[str, type[Document]] = {}
-    for ns in config.collections:
-        name = hints.get(ns) or class_name_for(ns, out)
+    for ns, coll in config.collections.items():
+        name = coll.model or class_name_for(ns, out)
         if name in out:
             name = class_name_for(ns, out)
         spec = ModelSpec.from_config(config, ns, engine)

@@ -64,7 +64,7 @@ TOP_KEYS = (
     "collections",
 )
 POLICY_KEYS = ("allow_marker", "unknown_namespaces", "targeting", "rules", "deny_commands")
-COLLECTION_KEYS = ("structure", "required", "additional_fields", "rules", "indexes")
+COLLECTION_KEYS = ("model", "structure", "required", "additional_fields", "rules", "indexes")
 INDEX_KEYS = ("fields", "shard_key", "unique", "sparse", "name")
 TLS_KEYS = ("cert_file", "key_file", "ca_file")
 _INT_LIMITS = {"max_connections": (1.0, None), "max_message_size": (1024.0, 2_147_483_647.0)}
@@ -304,6 +304,17 @@ class _Reader:
         if entries is None:
             return None
         unknown_keys(entries, COLLECTION_KEYS, path, self.issues)
+        model: str | None = None
+        if "model" in entries:
+            name = read_str(entries["model"][1], join(path, "model"), self.issues, "a Python class name")
+            if isinstance(name, str):
+                if name.isidentifier():
+                    model = name
+                else:
+                    self.issues.add(
+                        entries["model"][1], join(path, "model"),
+                        f"{name!r} is not a Python class name (letters, digits, _; e.g. BlogPost)",
+                    )
         additional = False
         if "additional_fields" in entries:
             value = read_bool(entries["additional_fields"][1], join(path, "additional_fields"), self.issues)
@@ -325,6 +336,7 @@ class _Reader:
             rules=replace(base_rules, **overrides),
             indexes=indexes,
             rule_overrides=overrides,
+            model=model,
             line=key_line(node),
         )
 

@@ -178,6 +178,7 @@ class CollectionConfig:
     rules: RulesConfig  # effective: policy.rules with this collection's overrides
     indexes: tuple[IndexConfig, ...] = ()
     rule_overrides: Mapping[str, Mode] = field(default_factory=dict)
+    model: str | None = None  # the client library's class name for it (``model:``); the proxy ignores it
     line: int | None = None
 
     @property

@@ -65,4 +65,5 @@ def test_example_module_exports_the_blog_config() -> None:
     theirs = yaml.safe_load((ROOT / "config" / "blog.yaml").read_text())["collections"]
     theirs["blog.blog_posts"].pop("rules")
     theirs["blog.blog_posts"].pop("required")  # implied by the shard key
+    assert mine["blog.blog_posts"].pop("model") == "BlogPost"  # config/blog.yaml names no class
     assert mine == theirs

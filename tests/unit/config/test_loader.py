@@ -264,3 +264,13 @@ def test_host_port_parse() -> None:
 def test_example_configs_are_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.collections
+
+
+def test_model_key_names_a_class() -> None:
+    from scalyproxy.config import ConfigError, load_config_text
+
+    cfg = load_config_text("collections:\n  a.b:\n    model: Thing\n")
+    assert cfg.collections["a.b"].model == "Thing"
+    with pytest.raises(ConfigError) as info:
+        load_config_text("collections:\n  a.b:\n    model: not a name\n")
+    assert ":3:" in str(info.value) and "not a Python class name" in str(info.value)
