@@ -6,6 +6,7 @@ Every process is started here as a child and stopped by its PID.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -90,12 +91,24 @@ class Child:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the suite dies (no orphans left behind)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+
+
 def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
 def start_canned() -> Child:
-    proc = subprocess.Popen(_python("-m", "bench.canned"), cwd=ROOT, stdout=subprocess.PIPE)
+    proc = _popen(_python("-m", "bench.canned"), cwd=ROOT, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().split()
     if len(line) != 2 or line[0] != "listening":
@@ -128,6 +141,10 @@ backend upstream
 
 
 def haproxy_binary() -> str | None:
+    """The HAProxy to compare with: ``$SCALY_BENCH_HAPROXY`` ("none": skip it), else the installed one."""
+    chosen = os.environ.get("SCALY_BENCH_HAPROXY")
+    if chosen is not None:
+        return chosen if chosen != "none" and os.access(chosen, os.X_OK) else None
     return shutil.which("haproxy") or next(
         (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
 
@@ -140,7 +157,7 @@ def start_haproxy(upstream_port: int, maxconn: int = 2_000) -> Child:
     port = free_port()
     cfg = Path(workdir) / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(port=port, upstream=upstream_port, maxconn=maxconn))
-    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
+    proc = _popen([binary, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "haproxy.log", "wb"))
     child = Child("haproxy", proc, port, workdir)
     _wait(child)
@@ -154,7 +171,7 @@ def start_scalyproxy(config: Path, upstream_port: int, relay_only: bool = False)
             "--upstream", f"mongodb://127.0.0.1:{upstream_port}"]
     if relay_only:
         args.append("--relay-only")
-    proc = subprocess.Popen(_python(*args), cwd=ROOT, stdin=subprocess.DEVNULL,
+    proc = _popen(_python(*args), cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=open(Path(workdir) / "proxy.log", "wb"), stderr=subprocess.STDOUT)
     child = Child("scalyproxy", proc, port, workdir)
     _wait(child)
@@ -190,7 +207,7 @@ class LoadGen:
         procs = max(1, min(procs, connections))
         shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
         self.procs = [
-            subprocess.Popen(
+            _popen(
                 _python("-m", "bench.loadgen", "--target", target, "--workload", workload,
                         "--connections", str(n)),
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)

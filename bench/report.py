@@ -35,6 +35,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def _mib(kib: float | None) -> float | None:
+    return None if kib is None else kib / 1024
+
+
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
@@ -151,6 +155,9 @@ def markdown(data: Row) -> str:
         lines += _big_table(data, backend)
         lines += _idle_table(data, backend)
     lines += [_method(data)]
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.is_file() and not data.get("quick"):
+        lines += [analysis.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -179,18 +186,19 @@ def _loop_tables(data: Row, backend: str) -> list[str]:
                        key=lambda r: PATH_ORDER.index(r["path"]) if r["path"] in PATH_ORDER else 99)
         h = _find(group, path="haproxy")
         d = _find(group, path="direct")
-        out += [f"### {LABELS[wl]}, {conns} connections", "",
+        out += [f"### {LABELS[wl]}, {conns} connection{'s' if conns > 1 else ''}", "",
                 "| path | throughput/s | x HAProxy | x direct | p50 ms | p99 ms | p50 added | p99 added "
-                "| proxy CPU us/rt | CPU x HAProxy | proxy CPU use | peak RSS MiB | RSS growth MiB | errors |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| proxy CPU us/rt | CPU x HAProxy | proxy CPU use | peak RSS MiB | RSS growth MiB "
+                "| load generator CPU use | errors |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in group:
             out.append(
                 f"| {r['path']} | {r['throughput']:,.0f} | {_fmt(_ratio(r['throughput'], h and h['throughput']))} "
                 f"| {_fmt(_ratio(r['throughput'], d and d['throughput']))} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
                 f"| {_fmt(d and r['p50_ms'] - d['p50_ms'], '+.3f')} | {_fmt(d and r['p99_ms'] - d['p99_ms'], '+.3f')} "
                 f"| {_fmt(r['cpu_us'], '.1f')} | {_fmt(_ratio(r['cpu_us'], h and h['cpu_us']))} "
-                f"| {_fmt(r['proxy_util'], '.0%')} | {_fmt(r['peak_kib'] and r['peak_kib'] / 1024, '.1f')} "
-                f"| {_fmt(r['growth_kib'] is not None and r['growth_kib'] / 1024 or None, '.1f')} | {r['errors']} |")
+                f"| {_fmt(r['proxy_util'], '.0%')} | {_fmt(_mib(r['peak_kib']), '.1f')} "
+                f"| {_fmt(_mib(r['growth_kib']), '.1f')} | {_fmt(r['loadgen_util'], '.0%')} | {r['errors']} |")
         out.append("")
     return out
 
@@ -207,8 +215,8 @@ def _big_table(data: Row, backend: str) -> list[str]:
     for r in rows:
         growth = r["growth_kib"]
         out.append(f"| {r['path']} | {r['seconds'] * 1e3:.1f} | {_fmt(_ratio(r['seconds'], h and h['seconds']))} "
-                   f"| {r['throughput']:.0f} | {_fmt(r['peak_kib'] and r['peak_kib'] / 1024, '.1f')} "
-                   f"| {_fmt(growth is not None and growth / 1024 or None, '.1f')} "
+                   f"| {r['throughput']:.0f} | {_fmt(_mib(r['peak_kib']), '.1f')} "
+                   f"| {_fmt(_mib(growth), '.1f')} "
                    f"| {_fmt(_ratio(growth and growth * 1024, size))} |")
     return out + [""]
 
@@ -248,7 +256,8 @@ def _method(data: Row) -> str:
 
 
 def summary(data: Row) -> str:
-    lines = ["Targets (canned backend, ratios from this run):"]
+    lines = ["Targets (canned backend, ratios from this run"
+             + ("; QUICK MODE: the numbers mean nothing):" if data.get("quick") else "):")]
     for t in targets(data):
         lines.append(f"  {t.key} {t.figure:62} {t.goal:22} {t.measured:42} {_fmt(t.ratio):>6}  {t.verdict}")
     return "\n".join(lines)
@@ -267,6 +276,10 @@ def chart(data: Row, path: Path) -> Path | None:
     for row, backend in enumerate(backends):
         rows = [r for r in data["results"] if r["backend"] == backend and r["workload"] in ("find", "insert")]
         groups = sorted({(r["workload"], r["connections"]) for r in rows})
+        if not groups:
+            for ax in axes[row]:
+                ax.set_title(f"{backend} backend: workloads 1-2 not run")
+            continue
         paths = [p for p in PATH_ORDER if any(r["path"] == p for r in rows)]
         width = 0.8 / max(1, len(paths))
         for col, (key, title) in enumerate((("throughput", "throughput (round trips/s)"), ("p99_ms", "p99 latency (ms)"))):

@@ -12,8 +12,8 @@ hello) just work.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
+import struct
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -24,7 +24,8 @@ from scalyproxy.server.stream import ReplyTracker
 from scalyproxy.wire import header as wh
 from scalyproxy.wire.command import CommandView, command_view
 from scalyproxy.wire.errors import ProtocolError
-from scalyproxy.wire.framer import Frame, Framer
+from scalyproxy.wire.framer import Frame, Framer, make_frame
+from scalyproxy.wire.op_msg import FLAG_MORE_TO_COME
 from scalyproxy.wire.replies import decode_reply_body, error_reply, rewrite_command
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from scalyproxy.server.upstream import HostState
 
 HELLO_NAMES = frozenset({"hello", "ismaster"})
+_int32_at = struct.Struct("<i").unpack_from
 WRITE_BUFFER_HIGH = 1 << 20  # bytes queued towards a slow peer before we stop reading the other side
 WRITE_BUFFER_LOW = 256 << 10
 MAX_PENDING_RTT = 1024  # requests remembered for round-trip timing
@@ -44,17 +46,20 @@ def _peer_of(transport: asyncio.BaseTransport) -> str:
     return str(peer)
 
 
-def _nodelay(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+def _without(reasons: tuple[str, ...], reason: str) -> tuple[str, ...]:
+    return tuple(r for r in reasons if r != reason) if reason in reasons else reasons
 
 
 class ClientConnection(asyncio.Protocol):
     """The client side of one proxied connection."""
+
+    # Slots, not a __dict__: 10,000 idle connections must stay cheap (see docs/benchmarks.md).
+    __slots__ = (
+        "proxy", "transport", "upstream", "peer", "app_name", "user", "_framer", "tracker",
+        "pause_reasons", "closing", "last_activity", "message_started", "last_request",
+        "last_reply_end", "sent_at", "awaiting", "last_upstream_data", "max_message_size",
+        "stream_offset", "framer_base",
+    )
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
@@ -63,9 +68,15 @@ class ClientConnection(asyncio.Protocol):
         self.peer = "?"
         self.app_name: str | None = None
         self.user: str | None = None
-        self.framer = Framer(proxy.config.limits.max_message_size)
+        self.max_message_size = proxy.config.limits.max_message_size
+        # A framer exists only while a message is incomplete (or waits for the upstream):
+        # a chunk that is exactly one whole message is its own frame, and an idle
+        # connection holds no buffer.
+        self._framer: Framer | None = None
+        self.stream_offset = 0  # bytes of whole messages read from the client
+        self.framer_base = 0  # stream offset where the current framer started
         self.tracker = ReplyTracker(proxy.config.limits.max_message_size)
-        self.pause_reasons: set[str] = set()
+        self.pause_reasons: tuple[str, ...] = ()  # why reading is paused (no set per idle connection)
         self.closing = False
         now = time.monotonic()
         self.last_activity = now
@@ -83,7 +94,8 @@ class ClientConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         self.peer = _peer_of(transport)
-        _nodelay(transport)
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport they make,
+        # and asking for the socket object would keep one more object per connection.
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
         if not self.proxy.admit(self):
             transport.abort()
@@ -97,30 +109,70 @@ class ClientConnection(asyncio.Protocol):
             return
         self.last_activity = time.monotonic()
         self.proxy.hooks.bytes_in(len(data))
-        self.framer.feed(data)
+        framer = self._framer
+        if framer is None:
+            n = len(data)
+            if n >= 16 and _int32_at(data, 0)[0] == n <= self.max_message_size and self.upstream is not None:
+                self._handle_one(make_frame(data))  # the common case: one whole message, nothing buffered
+                return
+            framer = self.framer
+        framer.feed(data)
         if self.upstream is not None:  # until it is, bytes wait in the framer
             self._process()
 
-    def _process(self) -> None:
-        framer = self.framer
+    @property
+    def framer(self) -> Framer:
+        """The framer of the client stream (made when first needed; dropped when empty)."""
+        if self._framer is None:
+            self._framer = Framer(self.max_message_size)
+            self.framer_base = self.stream_offset
+        return self._framer
+
+    def _handle_one(self, frame: Frame) -> None:
+        self.stream_offset += len(frame.data)
         try:
-            while (frame := framer.next_frame()) is not None:
+            self._handle(frame)
+        except Exception as exc:
+            self._failed(exc)
+        self.message_started = None
+
+    def _process(self) -> None:
+        framer = self._framer
+        if framer is None:
+            return
+        try:
+            while (frame := self._next_frame(framer)) is not None:
+                self.stream_offset += len(frame.data)
                 self._handle(frame)
                 if self.closing:
                     return
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        except Exception as exc:  # a bug of ours must cost this connection only
-            log.error("internal_error", client=self.peer, app=self.app_name, error=repr(exc))
-            self.proxy.hooks.protocol_error("internal")
-            self.close()
+        except Exception as exc:
+            self._failed(exc)
             return
         if framer.in_progress:
             if self.message_started is None:
                 self.message_started = time.monotonic()
         else:
             self.message_started = None
+            self.max_message_size = framer.max_message_size
+            self._framer = None  # nothing buffered: an idle connection holds no framer
+
+    def _next_frame(self, framer: Framer) -> Frame | None:
+        try:
+            return framer.next_frame()
+        except ProtocolError as exc:
+            if exc.offset is not None:  # the framer counts from where it started
+                exc.offset += self.framer_base
+            raise
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, ProtocolError):
+            self._protocol_error(exc)
+            return
+        # a bug of ours must cost this connection only
+        log.error("internal_error", client=self.peer, app=self.app_name, error=repr(exc))
+        self.proxy.hooks.protocol_error("internal")
+        self.close()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -182,10 +234,10 @@ class ClientConnection(asyncio.Protocol):
     # -- the decision point ----------------------------------------------------------
 
     def _handle(self, frame: Frame) -> None:
-        started = time.perf_counter()
+        started = time.monotonic()
         view = command_view(frame)  # raises ProtocolError for bad or unsupported messages
-        name = view.name.lower()
-        if name in HELLO_NAMES:
+        name = view.name
+        if name[0] in "hHiI" and name.lower() in HELLO_NAMES:
             self._handshake(view, frame)
             return
         if view.legacy:
@@ -197,33 +249,37 @@ class ClientConnection(asyncio.Protocol):
                 rule="legacy_opcode",
             )
             return
-        verdict = self.proxy.engine.decide(view)
+        proxy = self.proxy
+        verdict = proxy.engine.decide(view)
         refusal = verdict.refusal
         if refusal is not None:
-            self.proxy.hooks.command(self, view, verdict, time.perf_counter() - started)
-            self.proxy.report_refusal(self, view, refusal, enforced=True)
+            proxy.hooks.command(self, view, verdict, time.monotonic() - started)
+            proxy.report_refusal(self, view, refusal, enforced=True)
             self._refuse(view, refusal.code, refusal.code_name, refusal.message)
             return
         for warning in verdict.warnings:
-            self.proxy.report_refusal(self, view, warning, enforced=False)
-        self._forward(frame, view)
-        self.proxy.hooks.command(self, view, verdict, time.perf_counter() - started)
+            proxy.report_refusal(self, view, warning, enforced=False)
+        self._forward(frame, view, started)
+        proxy.hooks.command(self, view, verdict, time.monotonic() - started)
 
-    def _forward(self, frame: Frame, view: CommandView) -> None:
+    def _forward(self, frame: Frame, view: CommandView, now: float | None = None) -> None:
+        """Send the original bytes upstream (``now``: the monotonic time the request was read)."""
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             log.error("internal_error", client=self.peer, error="forward without an upstream connection")
             self.close()
             return
-        if view.more_to_come:
+        if view.flags & FLAG_MORE_TO_COME and not view.legacy:  # view.more_to_come, inlined
             self.tracker.expect_no_reply(view.request_id)
         else:
-            self.last_request = time.monotonic()
+            self.last_request = now = time.monotonic() if now is None else now
             if len(self.sent_at) < MAX_PENDING_RTT:
-                self.sent_at[view.request_id] = (time.perf_counter(), view.name)
+                self.sent_at[view.request_id] = (now, view.name)
             if self.proxy.config.limits.upstream_timeout_s:
-                self.awaiting[view.request_id] = self.last_request
-        upstream.write(frame.data)
+                self.awaiting[view.request_id] = now
+        transport = upstream.transport  # UpstreamConnection.write, inlined (once per message)
+        if not transport.is_closing():
+            transport.write(frame.data)
 
     def _handshake(self, view: CommandView, frame: Frame) -> None:
         body = view.body
@@ -319,33 +375,44 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         tracker = self.tracker
+        if tracker.whole(data):  # the common case: exactly one whole reply
+            transport.write(data)
+        elif not self._from_upstream_pieces(transport, tracker, data):
+            return
+        if self.awaiting:
+            self.last_upstream_data = time.monotonic()
+            for rid in tracker.completed:  # a whole reply came back: its request is answered
+                self.awaiting.pop(rid, None)
+            if not self.awaiting:
+                self.awaiting.clear()
+        if tracker.ended:
+            self._replies_done(tracker)
+        self.proxy.hooks.bytes_out(len(data))
+
+    def _from_upstream_pieces(self, transport: asyncio.Transport, tracker: ReplyTracker, data: bytes) -> bool:
         try:
             pieces = tracker.feed(data)
         except ProtocolError as exc:
             log.error("upstream_protocol_error", client=self.peer, reason=str(exc))
             self.proxy.hooks.protocol_error("upstream_" + exc.kind)
             self.close()
-            return
+            return False
         if len(pieces) == 1:
             transport.write(pieces[0])
         elif pieces:
             transport.writelines(pieces)
-        if self.awaiting:
-            self.last_upstream_data = time.monotonic()
-            for rid in tracker.completed:  # a whole reply came back: its request is answered
-                self.awaiting.pop(rid, None)
-        if tracker.ended:
-            self._replies_done(tracker)
-        self.proxy.hooks.bytes_out(len(data))
+        return True
 
     def _replies_done(self, tracker: ReplyTracker) -> None:
-        self.last_reply_end = time.monotonic()
-        if tracker.replied_to and self.sent_at:
-            now = time.perf_counter()
+        self.last_reply_end = now = time.monotonic()
+        sent_at = self.sent_at
+        if tracker.replied_to and sent_at:
             for rid in tracker.replied_to:
-                sent = self.sent_at.pop(rid, None)
+                sent = sent_at.pop(rid, None)
                 if sent is not None:
                     self.proxy.hooks.round_trip(sent[1], now - sent[0])
+            if not sent_at:
+                sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
         tracker.replied_to.clear()
         if tracker.captured:
             for message in tracker.captured:
@@ -360,7 +427,9 @@ class ClientConnection(asyncio.Protocol):
             return
         size = body.get("maxMessageSizeBytes")
         if isinstance(size, int) and 16 <= size <= 2**31 - 1:
-            self.framer.max_message_size = size
+            self.max_message_size = size
+            if self._framer is not None:
+                self._framer.max_message_size = size
             self.tracker.max_size = max(size, self.tracker.max_size)
 
     # -- flow control and closing ------------------------------------------------------
@@ -368,10 +437,11 @@ class ClientConnection(asyncio.Protocol):
     def _pause(self, reason: str) -> None:
         if not self.pause_reasons and self.transport is not None:
             self.transport.pause_reading()
-        self.pause_reasons.add(reason)
+        if reason not in self.pause_reasons:
+            self.pause_reasons += (reason,)
 
     def _resume(self, reason: str) -> None:
-        self.pause_reasons.discard(reason)
+        self.pause_reasons = _without(self.pause_reasons, reason)
         if not self.pause_reasons and self.transport is not None and not self.closing:
             self.transport.resume_reading()
 
@@ -408,6 +478,8 @@ class RawRelayConnection(ClientConnection):
     connections are counted). The floor the full relay is compared with, and a
     bypass that keeps the proxy in the path."""
 
+    __slots__ = ("waiting",)
+
     def __init__(self, proxy: Proxy) -> None:
         super().__init__(proxy)
         self.waiting: list[bytes] | None = []  # bytes that came before the upstream connection
@@ -422,7 +494,9 @@ class RawRelayConnection(ClientConnection):
             if self.waiting is not None:
                 self.waiting.append(data)
             return
-        upstream.write(data)
+        transport = upstream.transport  # UpstreamConnection.write, inlined (once per chunk)
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _process(self) -> None:  # the upstream connection is up: flush what waited for it
         waiting, self.waiting = self.waiting, None
@@ -445,17 +519,18 @@ class RawRelayConnection(ClientConnection):
 class UpstreamConnection(asyncio.Protocol):
     """The proxy's connection to one mongos, owned by one client connection."""
 
+    __slots__ = ("client", "host", "transport", "pause_reasons", "closed")
+
     def __init__(self, client: ClientConnection, host: HostState) -> None:
         self.client = client
         self.host = host
         self.transport: asyncio.Transport | None = None
-        self.pause_reasons: set[str] = set()
+        self.pause_reasons: tuple[str, ...] = ()
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        _nodelay(transport)
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
         self.client.proxy.hooks.upstream_opened(self.host.address)
 
@@ -490,10 +565,11 @@ class UpstreamConnection(asyncio.Protocol):
     def pause(self, reason: str) -> None:
         if not self.pause_reasons and self.transport is not None:
             self.transport.pause_reading()
-        self.pause_reasons.add(reason)
+        if reason not in self.pause_reasons:
+            self.pause_reasons += (reason,)
 
     def resume(self, reason: str) -> None:
-        self.pause_reasons.discard(reason)
+        self.pause_reasons = _without(self.pause_reasons, reason)
         if not self.pause_reasons and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

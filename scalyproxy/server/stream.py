@@ -25,24 +25,25 @@ from scalyproxy.wire.errors import ProtocolError
 _HEADER = struct.Struct("<iiii")
 Chunk = bytes | bytearray | memoryview
 MAX_DROP_IDS = 1024
+_NO_IDS: frozenset[int] = frozenset()  # shared until a connection needs its own set (idle memory)
 
 
 class ReplyTracker:
     """Message boundaries of a byte stream, and what of it to forward."""
 
     __slots__ = (
-        "remaining", "header", "dropping", "capture", "capture_ids", "captured",
-        "drop_ids", "max_size", "replied_to", "injections", "ended", "response_to", "completed",
+        "remaining", "header", "dropping", "capture", "_capture_ids", "captured",
+        "_drop_ids", "max_size", "replied_to", "injections", "ended", "response_to", "completed",
     )
 
     def __init__(self, max_size: int) -> None:
         self.remaining = 0  # bytes of the current message body still to come
-        self.header = bytearray()  # a header split across chunks (held back)
+        self.header: bytes | bytearray = b""  # a header split across chunks (held back)
         self.dropping = False  # the current message is not forwarded
         self.capture: bytearray | None = None
-        self.capture_ids: set[int] = set()
+        self._capture_ids: set[int] | frozenset[int] = _NO_IDS
         self.captured: list[bytes] = []
-        self.drop_ids: set[int] = set()
+        self._drop_ids: set[int] | frozenset[int] = _NO_IDS
         self.max_size = max_size
         self.replied_to: list[int] = []  # responseTo of each message whose header was read
         self.injections: list[bytes] = []  # our own replies, sent at the next boundary
@@ -50,14 +51,53 @@ class ReplyTracker:
         self.response_to = 0  # responseTo of the message being read
         self.completed: list[int] = []  # responseTo of each forwarded message the last feed completed
 
+    @property
+    def capture_ids(self) -> set[int]:
+        """Request ids whose reply is captured whole (the client's hello)."""
+        if not isinstance(self._capture_ids, set):
+            self._capture_ids = set()
+        return self._capture_ids
+
+    @property
+    def drop_ids(self) -> set[int]:
+        """Request ids whose reply, if one comes, is dropped (``moreToCome`` requests)."""
+        if not isinstance(self._drop_ids, set):
+            self._drop_ids = set()
+        return self._drop_ids
+
     def at_boundary(self) -> bool:
         return self.remaining == 0 and not self.header
 
+    def whole(self, data: Chunk) -> bool:
+        """Consume ``data`` if it is exactly one whole message to forward as it is.
+
+        The common case of request/response traffic, in a few steps; when False,
+        nothing was consumed and :meth:`feed` takes the chunk.
+        """
+        n = len(data)
+        if self.remaining or self.header or n < 16 or self.injections:
+            return False
+        length, _rid, response_to, _op = _HEADER.unpack_from(data, 0)
+        if (length != n or n > self.max_size or response_to in self._drop_ids
+                or response_to in self._capture_ids):
+            return False
+        self.ended = 1
+        self.response_to = response_to
+        self.replied_to.append(response_to)
+        completed = self.completed
+        if completed:
+            completed.clear()
+        completed.append(response_to)
+        return True
+
     def feed(self, data: Chunk) -> list[Chunk]:
         """Consume a chunk; return the pieces to forward to the client, in order."""
+        if self.whole(data):
+            return [data]
+        n = len(data)
         out: list[Chunk] = []
         seg = 0  # start of the piece of ``data`` not yet emitted
-        pos, n = 0, len(data)
+        pos = 0
         self.ended = 0
         if self.completed:
             self.completed.clear()
@@ -115,16 +155,16 @@ class ReplyTracker:
                 kind="bad_length",
                 field="messageLength",
             )
-        self.header = bytearray()
+        self.header = b""
         self.remaining = length - 16
         self.response_to = response_to
-        if response_to in self.drop_ids:
-            self.drop_ids.discard(response_to)
+        if response_to in self._drop_ids:
+            self._drop_ids = _forget(self._drop_ids, response_to)
             self.dropping = True
             return
         self.replied_to.append(response_to)
-        if response_to in self.capture_ids:
-            self.capture_ids.discard(response_to)
+        if response_to in self._capture_ids:
+            self._capture_ids = _forget(self._capture_ids, response_to)
             self.capture = bytearray(header)
 
     def _end_message(self, data: Chunk, out: list[Chunk], seg: int, pos: int) -> int:
@@ -144,3 +184,10 @@ class ReplyTracker:
             self.injections.clear()
             return pos
         return seg
+
+
+def _forget(ids: set[int] | frozenset[int], request_id: int) -> set[int] | frozenset[int]:
+    """``ids`` without ``request_id``; the shared empty set once none is left."""
+    if isinstance(ids, set):
+        ids.discard(request_id)
+    return ids or _NO_IDS

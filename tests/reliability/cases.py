@@ -68,7 +68,7 @@ def bad_op_msgs() -> dict[str, bytes]:
         "unknown required flag bit 15": op_msg_raw(body, 7, flags=1 << 15),
         "bad checksum": crc_ok[:-1] + bytes([crc_ok[-1] ^ 0xFF]),
         "checksum flag without room": op_msg_raw(b"", 7, flags=1),
-        "messageLength larger than the bytes sent, then garbage": good[:-3] + b"\x01\x02\x03",
+        "the body's last bytes replaced by garbage": good[:-3] + b"\x01\x02\x03",
         "body with trailing garbage in the section": op_msg_raw(body + b"\x00\x00", 7),
     }
 

@@ -94,7 +94,7 @@ def test_r2_well_behaved_clients_p99_under_attack(
 ) -> None:
     """16 clients ping through the proxy to FerretDB, alone and while another process
     throws every negative case at the proxy on fresh connections. Measured and
-    reported; asserted loosely in CI (<3x, a 2-core shared machine is noisy), at
+    reported; asserted loosely in CI (<5x, a 2-core shared machine is noisy), at
     the issue's bound (<1.1x) under STRESS=1. A figure, not a timed test."""
     p = proxy_factory(write_config(tmp_path / "open.yaml"))
     n = scaled(150, 3000)
@@ -117,7 +117,7 @@ def test_r2_well_behaved_clients_p99_under_attack(
     report("R2-p99", baseline=b, under_attack=l_, p99_ratio=round(ratio, 3), bad_messages_sent=sent)
     assert sent > 0, "the attacker sent nothing"
     assert p.proc is not None and p.proc.poll() is None
-    assert ratio < (1.10 if STRESS else 3.0), f"p99 moved {ratio:.2f}x"
+    assert ratio < (1.10 if STRESS else 5.0), f"p99 moved {ratio:.2f}x"
 
 
 # -- R3 ------------------------------------------------------------------------------------

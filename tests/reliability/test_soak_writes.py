@@ -75,12 +75,13 @@ class Writer:
             self.counters_w0.update_one({"_id": self.t}, {"$inc": {"n": 1}}, upsert=False)
             self.incs += 1  # the acknowledged upsert at i=5 created the counter before
         else:
-            self.read_back()
+            self.read_back(i)
 
-    def read_back(self) -> None:
-        """A cursor over this thread's documents: every acknowledged insert must be there."""
-        seen = {d["_id"] for d in self.acked.find({"t": self.t}, batch_size=7)}
-        acked_ids = [d["_id"] for d in self.done if d["i"] % 8 in (0, 1)]
+    def read_back(self, i: int) -> None:
+        """A cursor over this thread's recent documents: every acknowledged insert must be there."""
+        recent = {"t": self.t, "i": {"$gte": i - 64, "$lt": i}}
+        seen = {d["_id"] for d in self.acked.find(recent, batch_size=7)}
+        acked_ids = [f"{self.t}-{j}" for j in range(max(i - 64, 0), i) if j % 8 in (0, 1)]
         missing = [x for x in acked_ids if x not in seen]
         assert not missing, f"acknowledged inserts missing from a later read: {missing[:5]}"
         self.cursor_reads += 1
@@ -90,7 +91,7 @@ def test_r8_soak_w0_and_acknowledged_writes(
     proxy_factory: Callable[..., ProxyProcess], direct_client: MongoClient, tmp_path: Path
 ) -> None:
     threads_n = scaled(4, 8)
-    ops = scaled(160, 6000)
+    ops = scaled(160, 3000)
     proxy = proxy_factory(write_config(tmp_path / "r8.yaml"))
     direct_client.drop_database(DB)
     client: MongoClient = MongoClient(proxy.uri, serverSelectionTimeoutMS=10_000, maxPoolSize=threads_n)

@@ -1,0 +1,146 @@
+"""The relay's own Python cost per round trip, without sockets (not a timed test).
+
+    .venv/bin/python -m bench.bench_relay [--quick] [--profile out.prof]
+
+A :class:`~scalyproxy.server.relay.ClientConnection` and its
+:class:`~scalyproxy.server.relay.UpstreamConnection` wired to transports that
+drop what is written: each round trip feeds one request the way the event loop
+does (``data_received``) and its canned reply back (``from_upstream``). What it
+measures is what the relay adds on top of the socket calls (the end-to-end suite,
+:mod:`bench.suite`, measures those too). Rows: relay only, full policy with the
+no-op hooks, full policy with the admin hooks (metrics) the running proxy uses,
+and the parts the relay calls into (``command_view``, then ``engine.decide``).
+Each figure is the minimum over interleaved rounds of this thread's CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import messages as m
+from bench.canned import Canned
+from scalyproxy.config import load_config
+from scalyproxy.server.hooks import Hooks
+from scalyproxy.server.proxy import Proxy
+from scalyproxy.server.relay import ClientConnection, RawRelayConnection, UpstreamConnection
+from scalyproxy.wire import command_view, make_frame
+
+BLOG = m.__file__.rsplit("/", 2)[0] + "/config/blog.yaml"
+
+
+class NullTransport:
+    """Accepts writes and forgets them."""
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Host:
+    address = "127.0.0.1:1"
+
+
+def admin_hooks() -> Hooks:
+    try:
+        from scalyproxy.admin.events import AdminHooks
+        from scalyproxy.admin.metrics import Metrics
+        from scalyproxy.admin.report import ShadowReport
+    except ImportError:
+        return Hooks()
+    cfg = load_config(BLOG)
+    return AdminHooks(Metrics(cfg.collections), ShadowReport(cfg.report_size))  # type: ignore[no-untyped-call]
+
+
+def wire(relay_only: bool, hooks: Hooks) -> tuple[ClientConnection, UpstreamConnection]:
+    proxy = Proxy(load_config(BLOG), hooks, relay_only=relay_only)
+    client = (RawRelayConnection if relay_only else ClientConnection)(proxy)
+    client.transport = NullTransport()  # type: ignore[assignment]
+    upstream = UpstreamConnection(client, _Host())  # type: ignore[arg-type]
+    upstream.transport = NullTransport()  # type: ignore[assignment]
+    client.upstream = upstream
+    client._process()
+    client.data_received(m.with_request_id(m.hello(), 0x7FFF0000))  # the handshake, as drivers do
+    upstream.data_received(Canned().op_msg(0x7FFF0000, m.hello_reply_body()))
+    return client, upstream
+
+
+def round_trips(client: ClientConnection, upstream: UpstreamConnection, requests: list[bytes],
+                replies: list[bytes]) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        feed, back = client.data_received, upstream.data_received
+        for i in range(n):
+            feed(requests[i & 1023])
+            back(replies[i & 1023])
+    return run
+
+
+def _each(fn: Callable[[Any], object], items: list[Any]) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for i in range(n):
+            fn(items[i & 1023])
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", help="write a cProfile of one case here (see --case)")
+    parser.add_argument("--case", default="find: full, admin hooks", help="the case to profile")
+    args = parser.parse_args()
+    number, rounds = (2_000, 2) if args.quick else (20_000, 5)
+    canned = Canned()
+    workloads = {
+        "find": (m.ring(m.find_by_key, 1024), [canned.op_msg(i + 1, canned.cursor) for i in range(1024)]),
+        "insert": (m.ring(m.insert_one, 1024), [canned.op_msg(i + 1, canned.writes[1]) for i in range(1024)]),
+    }
+    cases = {}
+    for wl, (requests, replies) in workloads.items():
+        for label, relay_only, hooks in (("relay only", True, Hooks()), ("full, no-op hooks", False, Hooks()),
+                                         ("full, admin hooks", False, admin_hooks())):
+            c, u = wire(relay_only, hooks)
+            cases[f"{wl}: {label}"] = round_trips(c, u, requests, replies)
+    engine = Proxy(load_config(BLOG), Hooks()).engine
+    for wl, (requests, _) in workloads.items():  # the parts of a round trip the relay calls into
+        frames = [make_frame(r) for r in requests]
+        cases[f"{wl}: (part) command_view"] = _each(command_view, frames)
+        cases[f"{wl}: (part) command_view+decide"] = _each(lambda f: engine.decide(command_view(f)), frames)
+    best = {k: float("inf") for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            start = time.thread_time()  # CPU time: a busy machine's preemptions do not count
+            fn(number)
+            best[k] = min(best[k], (time.thread_time() - start) / number * 1e6)
+    for k, us in best.items():
+        print(f"{k:32} {us:7.2f} us per round trip")
+    if args.profile:
+        cProfile.runctx("fn(number)", {"fn": cases[args.case], "number": number}, {},
+                        args.profile)
+        print(f"profile written to {args.profile}")
+
+
+if __name__ == "__main__":
+    main()
