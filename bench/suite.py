@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import resource
@@ -135,13 +136,14 @@ def machine() -> dict[str, str]:
     import uvloop
 
     return {
-        "nproc": str(len(__import__("os").sched_getaffinity(0))),
+        "nproc": str(len(os.sched_getaffinity(0))),
         "cpu": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
         "uvloop": uvloop.__version__,
         "haproxy": version,
         "fd_limit": str(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        "load_at_start": "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg()),
     }
 
 
@@ -216,10 +218,10 @@ class Bench:
         return self.s.levels if self.ferret is None else tuple(c for c in self.s.levels if c > 1)
 
     def reset_data(self, seed: int = FERRET_SEED) -> None:
-        """FerretDB: the collection emptied, then ``seed`` posts; the shard key index made once.
-
-        (Emptied, not dropped: FerretDB v1.24 on SQLite can refuse to re-create the
-        index of a collection it has just dropped.)
+        """FerretDB: an empty collection, then ``seed`` posts; the shard key index only the first
+        time (for the finds, which come first): FerretDB v1.24 on SQLite can refuse to
+        re-create the index of a collection it has just dropped, and to empty a large one
+        with delete_many ("too many SQL variables").
         """
         if self.ferret is None:
             return
@@ -229,12 +231,10 @@ class Bench:
             self.ferret.uri, serverSelectionTimeoutMS=10_000)
         try:
             coll = client[m.DB][m.COLLECTION]
+            coll.drop()
             if not self.indexed:
-                coll.drop()
                 coll.create_index([("author", 1), ("title", 1)])
                 self.indexed = True
-            else:
-                coll.delete_many({})
             if seed:
                 coll.insert_many([m.post(i) for i in range(seed)])
         finally:
@@ -265,6 +265,7 @@ class Bench:
         return out
 
     def _window(self, workload: str, connections: int, child: Child | None) -> dict[str, Any]:
+        window = self.s.window * (1.4 if self.ferret is not None else 1.0) * (2 if workload == "insert_many" else 1)
         target = child.address if child is not None else f"127.0.0.1:{self.port}"
         gen = LoadGen(target, workload, connections, self.s.loadgen_procs if connections >= 32 else 1)
         try:
@@ -274,7 +275,7 @@ class Bench:
             pid = child.pid if child is not None else None
             before = _sample(pid, gen)
             gen.mark()
-            time.sleep(self.s.window if self.ferret is None else self.s.window * 1.4)
+            time.sleep(window)
             after = _sample(pid, gen)
             results = gen.stop()
         finally:
@@ -496,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     notes += [f"FAILED (no figures): {f}" for f in failures]
     from bench import report
 
-    data = {"machine": info, "command": args.command + (" --quick" if s.quick and "--quick" not in args.command else ""),
+    command = args.command.strip() + (" --quick" if s.quick and "--quick" not in args.command else "")
+    data = {"machine": info, "command": command,
             "quick": s.quick, "elapsed_s": elapsed, "settings": asdict(s), "notes": notes,
             "results": [asdict(r) for r in results]}
     raw = out / "benchmarks.json" if (s.quick or args.out) else ROOT / "bench" / "results" / "benchmarks.json"
