@@ -126,8 +126,8 @@ class ScriptedPeer:
 
     def _serve(self, conn: socket.socket) -> None:
         framer = Framer()
-        conn.settimeout(0.2)
         try:
+            conn.settimeout(0.2)  # inside the try: stop() may have closed it already
             while not self._stop.is_set():
                 try:
                     data = conn.recv(65536)
