@@ -22,6 +22,9 @@ def peer() -> Iterator[ScriptedPeer]:
     """A scripted upstream that records every message it receives."""
     with ScriptedPeer() as p:
         yield p
+        # let connections the proxy is still opening reach their threads before the
+        # peer closes them (ScriptedPeer._serve fails on a socket closed under it)
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
