@@ -5,8 +5,10 @@
 
 Rows:
   (a) a 108-byte ``find`` body: ``command_view(frame)`` vs ``bson.decode(body)``,
-      and the floor of a strict view: the C decode plus the C re-encode that
-      proves the body has no repeated key;
+      and two floors of a strict view: the C scan (``scalyproxy.wire._scan``,
+      strict validity and no repeated key) plus pymongo's C decode, and, for the
+      pure-Python path without the extension, the C decode plus the C re-encode
+      compared with the original bytes;
   (b) a 1.1 KB ``insert`` (small body + documents in a kind-1 section):
       the view alone (sequences stay lazy) and the view plus reading the
       documents, vs ``bson.decode(body)`` and ``bson.decode(body)`` +
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bson import _bson_to_dict, _dict_to_bson  # noqa: E402
 
 from scalyproxy.wire import Framer, command_view, encode_op_msg, make_frame  # noqa: E402
+from scalyproxy.wire._scan import scan_document  # noqa: E402
+from scalyproxy.wire.command import _python_command_view  # noqa: E402
 from scalyproxy.wire.documents import DECODE_OPTIONS, ENCODE_OPTIONS  # noqa: E402
 
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
@@ -96,14 +100,19 @@ def decode_cases() -> tuple[dict[str, Callable[[], object]], dict[str, int]]:
         view = command_view(insert_frame)
         return view.sequences["documents"]
 
-    def floor() -> object:  # the two C calls the strict view cannot avoid
+    def floor() -> object:  # the two C calls the pure-Python strict view cannot avoid
         body = _bson_to_dict(find_body, DECODE_OPTIONS)
         return _dict_to_bson(body, False, ENCODE_OPTIONS, False) == find_body
+
+    def scan_floor() -> object:  # the two C calls of the extension's view
+        return scan_document(find_body), _bson_to_dict(find_body, DECODE_OPTIONS)
 
     cases: dict[str, Callable[[], object]] = {
         "find: bson.decode(body)": lambda: bson.decode(find_body, OPTIONS),
         "find: command_view": lambda: command_view(find_frame),
+        "find: C scan + C decode only": scan_floor,
         "find: C decode + C re-encode only": floor,
+        "find: pure-Python command_view": lambda: _python_command_view(find_frame),
         "insert: bson.decode(body)": lambda: bson.decode(insert_body, OPTIONS),
         "insert: command_view (lazy docs)": lambda: command_view(insert_frame),
         "insert: bson.decode(body)+decode_all(docs)": lambda: (

@@ -3,7 +3,10 @@
 ``command_view(frame)`` accepts an OP_MSG, an OP_QUERY on ``<db>.$cmd`` (the
 legacy handshake) or an OP_COMPRESSED wrapping either. It decodes the body
 strictly (duplicate keys refused) and leaves kind-1 document sequences as bytes
-until someone reads them. The frame itself is never modified, so the relay can
+until someone reads them. With the C extension (``scalyproxy.wire._scan``) an
+ordinary OP_MSG is viewed in one C call, and every kind-1 document is scanned
+(strictly valid BSON, no repeated key) before the view exists, whether or not
+the policy ever reads it; without it, sequences are validated when first read. The frame itself is never modified, so the relay can
 forward ``frame.data`` untouched.
 
 Everything else raises ProtocolError: ``kind="unsupported_opcode"``
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 # pymongo's C functions, called directly: bson.decode would add a Python frame,
 # an isinstance check and a cast() call to every message.
@@ -26,10 +29,16 @@ from scalyproxy.wire.documents import (
     DECODE_OPTIONS,
     ENCODE_OPTIONS,
     Buffer,
+    decode_checked_sequence,
     decode_document,
     decode_sequence,
 )
 from scalyproxy.wire.errors import ProtocolError
+
+try:
+    from scalyproxy.wire import _scan
+except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
+    _scan = None  # type: ignore[assignment]
 from scalyproxy.wire.framer import Frame
 from scalyproxy.wire.header import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -99,19 +108,26 @@ class CommandView(NamedTuple):
 class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
     """Kind-1 document sequences, each decoded and validated when first read."""
 
-    __slots__ = ("_message", "_spans", "_decoded")
+    __slots__ = ("_message", "_spans", "_decoded", "_checked")
 
-    def __init__(self, message: Buffer, spans: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self, message: Buffer, spans: dict[str, tuple[int, int]], checked: bool = False
+    ) -> None:
         self._message = message
         self._spans = spans
         self._decoded: dict[str, list[dict[str, Any]]] = {}
+        self._checked = checked  # already scanned: valid BSON, no repeated key
 
     def __getitem__(self, name: str) -> list[dict[str, Any]]:
         docs = self._decoded.get(name)
         if docs is None:
             start, stop = self._spans[name]
             view = memoryview(self._message)[start:stop]
-            docs = decode_sequence(view, offset=start, what=f"kind-1 section {name!r}")
+            what = f"kind-1 section {name!r}"
+            if self._checked:
+                docs = decode_checked_sequence(view, offset=start, what=what)
+            else:
+                docs = decode_sequence(view, offset=start, what=what)
             self._decoded[name] = docs
         return docs
 
@@ -133,7 +149,9 @@ class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
 NO_SEQUENCES: Final[Mapping[str, Sequence[Mapping[str, Any]]]] = LazySequences(b"", {})
 
 
-def command_view(frame: Frame, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> CommandView:
+def _python_command_view(
+    frame: Frame, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> CommandView:
     """The command carried by a request frame; raises ProtocolError (see module doc)."""
     data = frame.data
     # Fast path, in as few Python steps as possible, for the common case: an
@@ -154,15 +172,55 @@ def command_view(frame: Frame, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SI
             name = next(iter(body), None)
             db = body.get("$db")
             if canonical and name is not None and type(db) is str and db:
-                view = (name, db, body, NO_SEQUENCES, request_id, OP_MSG, flags, None, False, data)
-                return _tuple_new(CommandView, view)
+                fields = (
+                    name,
+                    db,
+                    body,
+                    NO_SEQUENCES,
+                    request_id,
+                    OP_MSG,
+                    flags,
+                    None,
+                    False,
+                    data,
+                )
+                return _tuple_new(CommandView, fields)
     except Exception:
         pass
+    return _careful_view(frame, max_message_size)
+
+
+def _careful_view(frame: Frame, max_message_size: int) -> CommandView:
+    data = frame.data
     header = frame.header
     try:
         return _view(data, header.op_code, max_message_size)
     except ProtocolError as exc:
         raise exc.with_request(header.request_id, exc.op_code or header.op_code) from None
+
+
+class _ViewFunction(Protocol):
+    def __call__(
+        self, frame: Frame, /, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    ) -> CommandView: ...
+
+
+#: ``command_view(frame, *, max_message_size=48_000_000) -> CommandView``: the
+#: command carried by a request frame; raises ProtocolError (see the module doc).
+#: With the C extension, one C call for an ordinary OP_MSG (scanned, decoded and
+#: built in C), which hands anything else to the careful Python path.
+command_view: _ViewFunction = _python_command_view
+if _scan is not None:
+    _scan.configure(
+        CommandView,
+        NO_SEQUENCES,
+        LazySequences,
+        _bson_to_dict,
+        DECODE_OPTIONS,
+        _careful_view,
+        DEFAULT_MAX_MESSAGE_SIZE,
+    )
+    command_view = _scan.command_view
 
 
 def _view(
@@ -194,7 +252,18 @@ def _op_msg_view(data: Buffer, compressor_id: int | None) -> CommandView:
     sequences = NO_SEQUENCES
     if layout.sequences:
         check_sequence_names(body, layout.sequences)
-        sequences = LazySequences(data, layout.sequences)
+        checked = _scan is not None
+        if checked:  # every document is validated now, read by the policy or not
+            whole = memoryview(data)
+            for ident, (a, b) in layout.sequences.items():
+                what = f"kind-1 section {ident!r}"
+                answer, _count = _scan.scan_run(whole[a:b])
+                if answer != "ok":
+                    decode_sequence(whole[a:b], offset=a, what=what)  # raises, saying what is wrong
+                    checked = answer == "too_deep"  # decoded and checked the slow way: fine
+                    if not checked:
+                        raise ProtocolError(f"{what} holds invalid BSON", kind="bad_bson", offset=a)
+        sequences = LazySequences(data, layout.sequences, checked)
     request_id = struct.unpack_from("<i", data, 4)[0]
     view = (name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data)
     return _tuple_new(CommandView, view)

@@ -9,7 +9,10 @@
   last of two equal keys while the server reads both (a filter ``{a: 1, a: 2}``
   is two conditions to it), so one message would be read two ways.
 
-Duplicate detection: the decoded document is re-encoded (one C call) and
+Duplicate detection: with the C extension ``scalyproxy.wire._scan`` (built by
+``pip install``), one C pass over the bytes proves the document strictly valid
+and free of repeated keys before pymongo decodes it. Without it (no compiler),
+the decoded document is re-encoded (one C call) and
 compared with the original bytes. Equal bytes prove the original had no
 repeated key (the re-encoding comes from a dict). Different bytes happen for a
 repeated key, and for a few legal but non-canonical encodings (deprecated
@@ -32,6 +35,14 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 
 from scalyproxy.wire.errors import ProtocolError
+
+try:
+    from scalyproxy.wire import _scan
+except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
+    _scan = None  # type: ignore[assignment]
+
+#: Whether the C scanner is in use (the pure-Python path is kept for machines without it).
+HAVE_SCAN: Final = _scan is not None
 
 Buffer = bytes | bytearray | memoryview
 
@@ -81,6 +92,10 @@ def decode_document(buf: Buffer, *, offset: int = 0, what: str = "document") -> 
 
     ``offset`` is where ``buf`` starts in its message, for error messages.
     """
+    if _scan is not None:
+        answer = _scan.scan_document(buf)
+        if answer != "too_deep":
+            return _decode_scanned(buf, answer, offset, what)
     try:
         doc: dict[str, Any] = _bson_to_dict(buf, DECODE_OPTIONS)
     except Exception as exc:  # the C decoder raises InvalidBSON, and more on odd input
@@ -102,6 +117,13 @@ def decode_sequence(
     """A run of BSON documents filling ``buf`` exactly (an OP_MSG kind-1 payload)."""
     if not len(buf):
         return []
+    if _scan is not None:
+        answer, _count = _scan.scan_run(buf)
+        if answer != "too_deep":
+            if answer == "duplicate":
+                _refuse_duplicates_in_run(buf, offset, what)  # raises, naming the key
+                raise _repeated_key(what, offset)
+            return decode_checked_sequence(buf, offset=offset, what=what, valid=answer == "ok")
     try:
         docs: list[dict[str, Any]] = _decode_all(buf, DECODE_OPTIONS)
     except Exception as exc:
@@ -115,6 +137,42 @@ def decode_sequence(
         same = False
     if not same:
         _refuse_duplicates_in_run(buf, offset, what)
+    return docs
+
+
+def _decode_scanned(buf: Buffer, answer: str, offset: int, what: str) -> dict[str, Any]:
+    """Decode a document the C scanner has judged ("ok", "duplicate" or "invalid")."""
+    if answer == "duplicate":
+        refuse_duplicates(buf, offset=offset, what=what)  # raises, naming the key
+        raise _repeated_key(what, offset)
+    try:
+        doc: dict[str, Any] = _bson_to_dict(buf, DECODE_OPTIONS)
+    except Exception as exc:
+        raise ProtocolError(
+            f"{what} is not valid BSON: {exc}", kind="bad_bson", offset=offset
+        ) from exc
+    if answer != "ok":  # pymongo took what the scanner refused: fail closed, all the same
+        raise ProtocolError(f"{what} is not valid BSON", kind="bad_bson", offset=offset)
+    return doc
+
+
+def _repeated_key(what: str, offset: int) -> ProtocolError:
+    # only if the walker and the scanner disagreed about a key (the scanner's answer stands)
+    return ProtocolError(f"{what} repeats a key", kind="duplicate_key", offset=offset)
+
+
+def decode_checked_sequence(
+    buf: Buffer, *, offset: int = 0, what: str = "sequence", valid: bool = True
+) -> list[dict[str, Any]]:
+    """Decode a run of documents the C scanner found valid and free of repeated keys."""
+    try:
+        docs: list[dict[str, Any]] = _decode_all(buf, DECODE_OPTIONS)
+    except Exception as exc:
+        raise ProtocolError(
+            f"{what} holds invalid BSON: {exc}", kind="bad_bson", offset=offset
+        ) from exc
+    if not valid:  # pymongo took what the scanner refused: fail closed, all the same
+        raise ProtocolError(f"{what} holds invalid BSON", kind="bad_bson", offset=offset)
     return docs
 
 

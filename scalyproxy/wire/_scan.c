@@ -1,0 +1,589 @@
+/*
+ * scalyproxy.wire._scan: the codec's hot path in C.
+ *
+ * scan_document(buf) / scan_run(buf) walk BSON bytes without building any
+ * Python object and answer one question: is this strictly valid BSON with no
+ * key repeated within a document, at any depth?  "Strictly valid" means what
+ * pymongo's C decoder accepts with strict UTF-8 (every decodeErrors case of the
+ * bson-corpus is refused), so a document this scanner accepts decodes, and the
+ * proxy and the server read it the same way.  Array element names are not
+ * compared (arrays are read by position).
+ *
+ * fast_view(data) builds the CommandView of an ordinary OP_MSG (no checksum,
+ * no unknown required flag, a body then kind-1 sections) in one call, every
+ * section scanned; it returns None for anything else, and the Python codec then
+ * takes its careful path, which explains what is wrong.
+ *
+ * The scanner never reads outside the buffer: every length is checked against
+ * the bytes that remain before it is used.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { SCAN_OK = 0, SCAN_DUPLICATE = 1, SCAN_INVALID = 2, SCAN_TOO_DEEP = 3, SCAN_NO_MEMORY = 4 };
+
+/* Deeper documents are left to the Python path (which decodes them with
+ * pymongo and its recursion limit). Drivers never send anything close. */
+#define MAX_DEPTH 100
+/* Keys of one document compared pairwise up to this many; beyond it they are
+ * sorted on the heap. */
+#define INLINE_KEYS 32
+
+static inline int32_t read_i32(const uint8_t *p) {
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return (int32_t)v;
+}
+
+/* Python's strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static int utf8_valid(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c < 0xC2) {
+            return 0;
+        } else if (c < 0xE0) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c < 0xF0) {
+            if (i + 2 >= n) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && c1 < 0xA0) return 0; /* overlong */
+            if (c == 0xED && c1 >= 0xA0) return 0; /* surrogate */
+            i += 3;
+        } else if (c < 0xF5) {
+            if (i + 3 >= n) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2], c3 = s[i + 3];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80 || (c3 & 0xC0) != 0x80) return 0;
+            if (c == 0xF0 && c1 < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && c1 >= 0x90) return 0; /* past U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A NUL-terminated UTF-8 string in [p, end): its length without the NUL, or -1. */
+static Py_ssize_t cstring(const uint8_t *p, const uint8_t *end) {
+    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+    if (nul == NULL) return -1;
+    Py_ssize_t n = nul - p;
+    return utf8_valid(p, n) ? n : -1;
+}
+
+/* A BSON string (int32 size including the NUL, bytes, NUL) at p, before end:
+ * its total size (4 + size), or -1. */
+static Py_ssize_t bson_string(const uint8_t *p, const uint8_t *end) {
+    if (end - p < 5) return -1;
+    int32_t size = read_i32(p);
+    if (size < 1 || size > end - p - 4) return -1;
+    if (p[4 + size - 1] != 0) return -1;
+    if (!utf8_valid(p + 4, size - 1)) return -1;
+    return 4 + (Py_ssize_t)size;
+}
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+} Key;
+
+static int key_order(const void *a, const void *b) {
+    const Key *x = a, *y = b;
+    Py_ssize_t n = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->p, y->p, (size_t)n);
+    if (c) return c;
+    return (x->n > y->n) - (x->n < y->n);
+}
+
+typedef struct {
+    Key local[INLINE_KEYS];
+    Key *heap;
+    Py_ssize_t count, capacity;
+} KeySet;
+
+/* Add a key; SCAN_DUPLICATE when it was there already (pairwise while small). */
+static int keyset_add(KeySet *set, const uint8_t *p, Py_ssize_t n) {
+    if (set->count < INLINE_KEYS) {
+        for (Py_ssize_t i = 0; i < set->count; i++) {
+            if (set->local[i].n == n && memcmp(set->local[i].p, p, (size_t)n) == 0) return SCAN_DUPLICATE;
+        }
+        set->local[set->count].p = p;
+        set->local[set->count].n = n;
+        set->count++;
+        return SCAN_OK;
+    }
+    if (set->heap == NULL || set->count == set->capacity) {
+        Py_ssize_t capacity = set->capacity ? set->capacity * 2 : INLINE_KEYS * 4;
+        Key *grown = PyMem_Realloc(set->heap, (size_t)capacity * sizeof(Key));
+        if (grown == NULL) return SCAN_NO_MEMORY;
+        if (set->heap == NULL) memcpy(grown, set->local, sizeof(set->local));
+        set->heap = grown;
+        set->capacity = capacity;
+    }
+    set->heap[set->count].p = p;
+    set->heap[set->count].n = n;
+    set->count++;
+    return SCAN_OK;
+}
+
+/* After the last key: sort the heap keys and look for neighbours that are equal. */
+static int keyset_finish(KeySet *set) {
+    int result = SCAN_OK;
+    if (set->heap != NULL) {
+        qsort(set->heap, (size_t)set->count, sizeof(Key), key_order);
+        for (Py_ssize_t i = 1; i < set->count; i++) {
+            if (key_order(&set->heap[i - 1], &set->heap[i]) == 0) {
+                result = SCAN_DUPLICATE;
+                break;
+            }
+        }
+        PyMem_Free(set->heap);
+        set->heap = NULL;
+    }
+    return result;
+}
+
+static int scan_doc(const uint8_t *doc, Py_ssize_t available, int is_array, int depth);
+
+/* The size of the value of type `type` at p (before end), recursing into
+ * documents; negative: -(SCAN_* code). */
+static Py_ssize_t value_size(uint8_t type, const uint8_t *p, const uint8_t *end, int depth) {
+    Py_ssize_t room = end - p, n;
+    int32_t size;
+    switch (type) {
+    case 0x01: /* double */
+    case 0x09: /* datetime */
+    case 0x11: /* timestamp */
+    case 0x12: /* int64 */
+        return room >= 8 ? 8 : -SCAN_INVALID;
+    case 0x02: /* string */
+    case 0x0D: /* JavaScript code */
+    case 0x0E: /* symbol */
+        n = bson_string(p, end);
+        return n >= 0 ? n : -SCAN_INVALID;
+    case 0x03: /* document */
+    case 0x04: /* array */
+    {
+        if (room < 5) return -SCAN_INVALID;
+        int r = scan_doc(p, room, type == 0x04, depth + 1);
+        return r == SCAN_OK ? (Py_ssize_t)read_i32(p) : -r;
+    }
+    case 0x05: /* binary: int32 size, subtype, bytes */
+        if (room < 5) return -SCAN_INVALID;
+        size = read_i32(p);
+        if (size < 0 || size > room - 5) return -SCAN_INVALID;
+        if (p[4] == 0x02) { /* old binary: an inner int32 size of the rest */
+            if (size < 4 || read_i32(p + 5) != size - 4) return -SCAN_INVALID;
+        }
+        return 5 + (Py_ssize_t)size;
+    case 0x06: /* undefined */
+    case 0x0A: /* null */
+    case 0x7F: /* max key */
+    case 0xFF: /* min key */
+        return 0;
+    case 0x07: /* ObjectId */
+        return room >= 12 ? 12 : -SCAN_INVALID;
+    case 0x08: /* boolean */
+        return room >= 1 && p[0] <= 1 ? 1 : -SCAN_INVALID;
+    case 0x0B: /* regex: pattern and options, two cstrings */
+    {
+        Py_ssize_t a = cstring(p, end);
+        if (a < 0) return -SCAN_INVALID;
+        Py_ssize_t b = cstring(p + a + 1, end);
+        if (b < 0) return -SCAN_INVALID;
+        return a + 1 + b + 1;
+    }
+    case 0x0C: /* DBPointer: string, ObjectId */
+        n = bson_string(p, end);
+        if (n < 0 || room - n < 12) return -SCAN_INVALID;
+        return n + 12;
+    case 0x0F: /* code with scope: int32 total, string, document */
+    {
+        if (room < 14) return -SCAN_INVALID;
+        size = read_i32(p);
+        if (size < 14 || size > room) return -SCAN_INVALID;
+        const uint8_t *stop = p + size;
+        n = bson_string(p + 4, stop);
+        if (n < 0) return -SCAN_INVALID;
+        const uint8_t *scope = p + 4 + n;
+        if (stop - scope < 5 || read_i32(scope) != stop - scope) return -SCAN_INVALID;
+        int r = scan_doc(scope, stop - scope, 0, depth + 1);
+        return r == SCAN_OK ? (Py_ssize_t)size : -r;
+    }
+    case 0x10: /* int32 */
+        return room >= 4 ? 4 : -SCAN_INVALID;
+    case 0x13: /* decimal128 */
+        return room >= 16 ? 16 : -SCAN_INVALID;
+    default:
+        return -SCAN_INVALID;
+    }
+}
+
+/* One document at doc, with `available` bytes from doc to the end of its container. */
+static int scan_doc(const uint8_t *doc, Py_ssize_t available, int is_array, int depth) {
+    if (depth > MAX_DEPTH) return SCAN_TOO_DEEP;
+    if (available < 5) return SCAN_INVALID;
+    int32_t size = read_i32(doc);
+    if (size < 5 || size > available || doc[size - 1] != 0) return SCAN_INVALID;
+    const uint8_t *p = doc + 4, *end = doc + size - 1; /* end: the terminating NUL */
+    KeySet keys;
+    keys.heap = NULL;
+    keys.count = keys.capacity = 0;
+    int result = SCAN_OK;
+    while (p < end) {
+        uint8_t type = *p++;
+        const uint8_t *key = p;
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        if (nul == NULL) {
+            result = SCAN_INVALID;
+            break;
+        }
+        Py_ssize_t key_len = nul - key;
+        if (!is_array) { /* array keys are read by nobody (pymongo skips them too) */
+            if (!utf8_valid(key, key_len)) {
+                result = SCAN_INVALID;
+                break;
+            }
+            result = keyset_add(&keys, key, key_len);
+            if (result != SCAN_OK) break;
+        }
+        p = nul + 1;
+        Py_ssize_t n = value_size(type, p, end, depth);
+        if (n < 0) {
+            result = (int)-n;
+            break;
+        }
+        p += n;
+    }
+    if (result == SCAN_OK && p != end) result = SCAN_INVALID; /* cannot happen: values stop at end */
+    int finished = keyset_finish(&keys);
+    return result != SCAN_OK ? result : finished;
+}
+
+/* Documents filling [p, p + n) exactly; *count receives how many. */
+static int scan_documents(const uint8_t *p, Py_ssize_t n, Py_ssize_t *count) {
+    const uint8_t *end = p + n;
+    Py_ssize_t docs = 0;
+    while (p < end) {
+        int r = scan_doc(p, end - p, 0, 0);
+        if (r != SCAN_OK) return r;
+        p += read_i32(p);
+        docs++;
+    }
+    *count = docs;
+    return SCAN_OK;
+}
+
+static PyObject *result_object(int r) {
+    switch (r) {
+    case SCAN_OK:
+        return PyUnicode_FromString("ok");
+    case SCAN_DUPLICATE:
+        return PyUnicode_FromString("duplicate");
+    case SCAN_TOO_DEEP:
+        return PyUnicode_FromString("too_deep");
+    case SCAN_NO_MEMORY:
+        return PyErr_NoMemory();
+    default:
+        return PyUnicode_FromString("invalid");
+    }
+}
+
+PyDoc_STRVAR(scan_document_doc,
+             "scan_document(buf) -> str\n\n"
+             "'ok' when buf is exactly one strictly valid BSON document with no key repeated\n"
+             "in any document; otherwise 'duplicate', 'invalid' or 'too_deep' (over 100 levels).");
+
+static PyObject *scan_document(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    int r;
+    if (view.len < 5 || read_i32(view.buf) != view.len) {
+        r = SCAN_INVALID;
+    } else {
+        r = scan_doc(view.buf, view.len, 0, 0);
+    }
+    PyBuffer_Release(&view);
+    return result_object(r);
+}
+
+PyDoc_STRVAR(scan_run_doc,
+             "scan_run(buf) -> (str, int)\n\n"
+             "Like scan_document for a run of documents filling buf exactly (an OP_MSG kind-1\n"
+             "payload): the answer and, when 'ok', how many documents there are.");
+
+static PyObject *scan_run(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t count = 0;
+    int r = scan_documents(view.buf, view.len, &count);
+    PyBuffer_Release(&view);
+    PyObject *answer = result_object(r);
+    if (answer == NULL) return NULL;
+    return Py_BuildValue("(Nn)", answer, r == SCAN_OK ? count : (Py_ssize_t)0);
+}
+
+/* -- fast_view ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *view_type;    /* CommandView */
+    PyObject *no_sequences; /* NO_SEQUENCES */
+    PyObject *sequences;    /* LazySequences(message, spans, checked) */
+    PyObject *decode;       /* bson._bson_to_dict */
+    PyObject *options;      /* DECODE_OPTIONS */
+    PyObject *careful;      /* the Python path: careful(frame, max_message_size) */
+    PyObject *default_max;  /* its default max_message_size */
+    PyObject *max_key;      /* "max_message_size" */
+    PyObject *op_msg;       /* 2013 */
+    PyObject *db_key;       /* "$db" */
+} ViewState;
+
+static ViewState state;
+
+PyDoc_STRVAR(configure_doc,
+             "configure(view_type, no_sequences, sequences_type, decode, options, careful, default_max)\n\n"
+             "Give fast_view the Python objects it builds views with (called once by\n"
+             "scalyproxy.wire.command).");
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *view_type, *no_sequences, *sequences, *decode, *options, *careful, *default_max;
+    if (!PyArg_ParseTuple(args, "O!OOOOOO!", &PyType_Type, &view_type, &no_sequences, &sequences, &decode,
+                          &options, &careful, &PyLong_Type, &default_max))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)view_type, &PyTuple_Type) ||
+        ((PyTypeObject *)view_type)->tp_itemsize != PyTuple_Type.tp_itemsize ||
+        ((PyTypeObject *)view_type)->tp_basicsize != PyTuple_Type.tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "view_type must be a tuple subclass without extra fields");
+        return NULL;
+    }
+    Py_INCREF(view_type);
+    Py_INCREF(no_sequences);
+    Py_INCREF(sequences);
+    Py_INCREF(decode);
+    Py_INCREF(options);
+    Py_INCREF(careful);
+    Py_INCREF(default_max);
+    Py_XSETREF(state.view_type, view_type);
+    Py_XSETREF(state.no_sequences, no_sequences);
+    Py_XSETREF(state.sequences, sequences);
+    Py_XSETREF(state.decode, decode);
+    Py_XSETREF(state.options, options);
+    Py_XSETREF(state.careful, careful);
+    Py_XSETREF(state.default_max, default_max);
+    Py_RETURN_NONE;
+}
+
+#define VIEW_FIELDS 10
+#define HEADER 16
+#define BODY_AT (HEADER + 5)
+#define MAX_SEQUENCES 8
+#define FLAG_MORE_TO_COME 2u
+
+typedef struct {
+    const uint8_t *ident;
+    Py_ssize_t ident_len;
+    Py_ssize_t start, stop;
+} Span;
+
+PyDoc_STRVAR(fast_view_doc,
+             "fast_view(data) -> CommandView | None\n\n"
+             "The view of an ordinary OP_MSG in one call, or None: anything unusual (a\n"
+             "checksum, another opcode, a flag, a malformed or repeated part, a dotted\n"
+             "sequence identifier) is left to the careful Python path.");
+
+static PyObject *fast_view(PyObject *module, PyObject *data) {
+    if (state.view_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scalyproxy.wire._scan.configure() was not called");
+        return NULL;
+    }
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *m = buffer.buf;
+    Py_ssize_t len = buffer.len;
+    PyObject *body_bytes = NULL, *body = NULL, *sequences = NULL, *spans = NULL, *view = NULL;
+    Span found[MAX_SEQUENCES];
+    int nseq = 0;
+
+    if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) goto fallback;
+    uint32_t flags = (uint32_t)read_i32(m + 16);
+    if (flags & 0xFFFFu & ~FLAG_MORE_TO_COME) goto fallback;
+    if (m[20] != 0) goto fallback;
+    int32_t body_size = read_i32(m + BODY_AT);
+    if (body_size < 6 || body_size > len - BODY_AT) goto fallback; /* 6: a body has a first key */
+    if (scan_doc(m + BODY_AT, body_size, 0, 0) != SCAN_OK) goto fallback;
+    Py_ssize_t pos = BODY_AT + body_size;
+    while (pos < len) {
+        if (m[pos] != 1 || nseq == MAX_SEQUENCES || len - pos < 6) goto fallback;
+        int32_t size = read_i32(m + pos + 1);
+        if (size < 5 || size > len - pos - 1) goto fallback;
+        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
+        const uint8_t *nul = memchr(ident, 0, (size_t)(stop - ident));
+        if (nul == NULL || nul == ident) goto fallback;
+        Py_ssize_t ident_len = nul - ident;
+        if (memchr(ident, '.', (size_t)ident_len) != NULL || !utf8_valid(ident, ident_len)) goto fallback;
+        for (int i = 0; i < nseq; i++) {
+            if (found[i].ident_len == ident_len && memcmp(found[i].ident, ident, (size_t)ident_len) == 0)
+                goto fallback;
+        }
+        Py_ssize_t count;
+        if (scan_documents(nul + 1, stop - nul - 1, &count) != SCAN_OK) goto fallback;
+        found[nseq].ident = ident;
+        found[nseq].ident_len = ident_len;
+        found[nseq].start = nul + 1 - m;
+        found[nseq].stop = stop - m;
+        nseq++;
+        pos = stop - m;
+    }
+
+    body_bytes = PyBytes_FromStringAndSize((const char *)m + BODY_AT, body_size);
+    if (body_bytes == NULL) goto error;
+    PyObject *decode_args[2] = {body_bytes, state.options};
+    body = PyObject_Vectorcall(state.decode, decode_args, 2, NULL);
+    if (body == NULL) {
+        /* cannot happen after a clean scan; the careful path reports it */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) goto error;
+        PyErr_Clear();
+        goto fallback;
+    }
+    if (!PyDict_CheckExact(body)) goto fallback;
+    Py_ssize_t iter = 0;
+    PyObject *name, *ignored;
+    if (!PyDict_Next(body, &iter, &name, &ignored)) goto fallback;
+    PyObject *db = PyDict_GetItemWithError(body, state.db_key);
+    if (db == NULL) {
+        if (PyErr_Occurred()) goto error;
+        goto fallback;
+    }
+    if (!PyUnicode_CheckExact(db) || PyUnicode_GET_LENGTH(db) == 0) goto fallback;
+
+    if (nseq == 0) {
+        sequences = Py_NewRef(state.no_sequences);
+    } else {
+        spans = PyDict_New();
+        if (spans == NULL) goto error;
+        for (int i = 0; i < nseq; i++) {
+            PyObject *ident = PyUnicode_DecodeUTF8((const char *)found[i].ident, found[i].ident_len, "strict");
+            if (ident == NULL) goto error;
+            int collides = PyDict_Contains(body, ident); /* a sequence may not name a body field */
+            PyObject *span = collides ? NULL : Py_BuildValue("(nn)", found[i].start, found[i].stop);
+            int failed = collides != 0 || span == NULL || PyDict_SetItem(spans, ident, span) < 0;
+            Py_DECREF(ident);
+            Py_XDECREF(span);
+            if (collides > 0) goto fallback;
+            if (failed) goto error;
+        }
+        sequences = PyObject_CallFunctionObjArgs(state.sequences, data, spans, Py_True, NULL);
+        if (sequences == NULL) goto error;
+    }
+
+    view = ((PyTypeObject *)state.view_type)->tp_alloc((PyTypeObject *)state.view_type, VIEW_FIELDS);
+    if (view == NULL) goto error;
+    PyObject *request_id = PyLong_FromLong(read_i32(m + 4));
+    PyObject *flag_bits = PyLong_FromUnsignedLong(flags);
+    if (request_id == NULL || flag_bits == NULL) {
+        Py_XDECREF(request_id);
+        Py_XDECREF(flag_bits);
+        goto error;
+    }
+    PyTuple_SET_ITEM(view, 0, Py_NewRef(name));
+    PyTuple_SET_ITEM(view, 1, Py_NewRef(db));
+    PyTuple_SET_ITEM(view, 2, body);
+    body = NULL;
+    PyTuple_SET_ITEM(view, 3, sequences);
+    sequences = NULL;
+    PyTuple_SET_ITEM(view, 4, request_id);
+    PyTuple_SET_ITEM(view, 5, Py_NewRef(state.op_msg));
+    PyTuple_SET_ITEM(view, 6, flag_bits);
+    PyTuple_SET_ITEM(view, 7, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(view, 8, Py_NewRef(Py_False));
+    PyTuple_SET_ITEM(view, 9, Py_NewRef(data));
+    Py_DECREF(body_bytes);
+    Py_XDECREF(spans);
+    PyBuffer_Release(&buffer);
+    return view;
+
+fallback:
+    if (PyErr_Occurred()) goto error;
+    Py_XDECREF(body_bytes);
+    Py_XDECREF(body);
+    Py_XDECREF(sequences);
+    Py_XDECREF(spans);
+    PyBuffer_Release(&buffer);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(body_bytes);
+    Py_XDECREF(body);
+    Py_XDECREF(sequences);
+    Py_XDECREF(spans);
+    Py_XDECREF(view);
+    PyBuffer_Release(&buffer);
+    return NULL;
+}
+
+PyDoc_STRVAR(command_view_doc,
+             "command_view(frame, *, max_message_size=48000000) -> CommandView\n\n"
+             "fast_view(frame.data), or the careful Python path when that returns None.");
+
+static PyObject *command_view(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *max_size = state.default_max;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs != 1 || nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "command_view(frame, *, max_message_size=...)");
+        return NULL;
+    }
+    if (nkw == 1) {
+        int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(kwnames, 0), state.max_key, Py_EQ);
+        if (same < 0) return NULL;
+        if (!same) {
+            PyErr_Format(PyExc_TypeError, "command_view() got an unexpected keyword argument %R",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        max_size = args[1];
+    }
+    PyObject *frame = args[0];
+    if (PyTuple_Check(frame) && PyTuple_GET_SIZE(frame) == 2) {
+        PyObject *view = fast_view(module, PyTuple_GET_ITEM(frame, 1));
+        if (view != Py_None) return view; /* a view, or NULL with the error set */
+        Py_DECREF(view);
+    }
+    PyObject *careful_args[2] = {frame, max_size};
+    return PyObject_Vectorcall(state.careful, careful_args, 2, NULL);
+}
+
+static PyMethodDef methods[] = {
+    {"command_view", (PyCFunction)(void (*)(void))command_view, METH_FASTCALL | METH_KEYWORDS, command_view_doc},
+    {"scan_document", scan_document, METH_O, scan_document_doc},
+    {"scan_run", scan_run, METH_O, scan_run_doc},
+    {"fast_view", fast_view, METH_O, fast_view_doc},
+    {"configure", configure, METH_VARARGS, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "scalyproxy.wire._scan",
+    "BSON scanning and the OP_MSG command view in C (see _scan.c).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    state.op_msg = PyLong_FromLong(2013);
+    state.db_key = PyUnicode_InternFromString("$db");
+    state.max_key = PyUnicode_InternFromString("max_message_size");
+    if (state.op_msg == NULL || state.db_key == NULL || state.max_key == NULL) return NULL;
+    return PyModule_Create(&module_def);
+}
