@@ -11,6 +11,11 @@ escapes as a crash. Checked on the way: framing is independent of the chunking,
 the frames are exactly the consumed input, and every accepted message
 re-encodes byte-identical (see :func:`reencode`).
 
+Also differential, for every OP_MSG frame: the C view (``scalyproxy.wire._scan``)
+and the pure-Python view accept and refuse the same messages and read the same
+command, and the C scanner judges the body and every kind-1 document as
+pymongo's strict decoder plus the Python duplicate-key walker do.
+
 ``relay_target``: the input is ``[chunk size][3-byte client length][client
 bytes][upstream bytes]``; the client bytes go into a :class:`MemoryRelay` one
 chunk at a time, interleaved with the upstream bytes. Checked: no exception
@@ -43,7 +48,9 @@ from scalyproxy.wire import (
     encode_op_query,
     make_frame,
 )
-from scalyproxy.wire.documents import decode_document
+from scalyproxy.wire import command as command_module
+from scalyproxy.wire import documents as documents_module
+from scalyproxy.wire.documents import DECODE_OPTIONS, decode_document, find_duplicate_key
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
 from tests.fuzz.memrelay import LogSink, MemoryRelay, captured_logs
@@ -111,11 +118,80 @@ def check_message(raw: bytes) -> None:
     if view is not None:
         _check(view.request_id == frame.header.request_id, "view request id")
         reencode(raw)
+    if documents_module._scan is not None and struct.unpack_from("<i", raw, 12)[0] == OP_MSG:
+        same_as_pure_python(raw, view)
+        scanner_agrees(raw)
     for decoder in (decode_reply_body_of, decode_op_msg, decode_op_query):
         try:
             decoder(raw)
         except ProtocolError:
             pass
+
+
+def _pure_python_view(raw: bytes) -> Any:
+    """The view without the C extension (sequences read, as the C path scans them)."""
+    saved = documents_module._scan, command_module._scan
+    documents_module._scan = command_module._scan = None
+    try:
+        view = command_module._python_command_view(make_frame(raw), max_message_size=FUZZ_MAX)
+        for name in view.sequences:
+            view.sequences[name]
+        return view
+    except ProtocolError:
+        return None
+    finally:
+        documents_module._scan, command_module._scan = saved
+
+
+def same_as_pure_python(raw: bytes, view: Any) -> None:
+    pure = _pure_python_view(raw)
+    _check((view is None) == (pure is None), f"C view {view!r}, pure-Python view {pure!r}")
+    if view is not None and pure is not None:
+        _check(
+            (view.name, view.db, view.flags, list(view.sequences))
+            == (pure.name, pure.db, pure.flags, list(pure.sequences))
+            and _same_value(view.body, pure.body)
+            and all(_same_value(view.sequences[k], pure.sequences[k]) for k in view.sequences),
+            "C and pure-Python views differ",
+        )
+
+
+def _reference_answer(doc: bytes) -> str:
+    try:
+        import bson
+
+        bson.decode(doc, DECODE_OPTIONS)
+    except Exception:
+        return "invalid"
+    try:
+        return "duplicate" if find_duplicate_key(doc) is not None else "ok"
+    except ProtocolError:
+        return "invalid"
+
+
+def scanner_agrees(raw: bytes) -> None:
+    """The body and each kind-1 document, judged by the C scanner and by the reference."""
+    scan = documents_module._scan
+    assert scan is not None
+    try:
+        layout = parse_op_msg(raw)
+    except ProtocolError:
+        return
+    spans = [layout.body]
+    for a, b in layout.sequences.values():
+        pos = a
+        while pos + 4 <= b:
+            size = struct.unpack_from("<i", raw, pos)[0]
+            if size < 5 or pos + size > b:
+                break
+            spans.append((pos, pos + size))
+            pos += size
+    for a, b in spans:
+        doc = raw[a:b]
+        got, want = scan.scan_document(doc), _reference_answer(doc)
+        if got == "too_deep" or "ok" not in (got, want):
+            continue
+        _check(got == want, f"scanner says {got}, pymongo and the walker {want}: {doc.hex()}")
 
 
 def decode_reply_body_of(raw: bytes) -> Any:
