@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, overload
 
 # pymongo's C functions, called directly: bson.decode would add a Python frame,
 # an isinstance check and a cast() call to every message.
@@ -63,6 +63,7 @@ _unpack_prefix: Final = struct.Struct("<iiiiIBi").unpack_from
 _NOT_FAST_FLAGS: Final = 0xFFFF & ~FLAG_MORE_TO_COME
 _BODY_AT: Final = HEADER_SIZE + 5
 _tuple_new = tuple.__new__
+_int32_at: Final = struct.Struct("<i").unpack_from
 
 
 class CommandView(NamedTuple):
@@ -105,8 +106,92 @@ class CommandView(NamedTuple):
         return bool(self.flags & FLAG_EXHAUST_ALLOWED)
 
 
+#: A scanned kind-1 run longer than this is decoded this many bytes at a time on
+#: each pass over it, never whole (a 47 MB insert holds ~1 MB of decoded documents).
+RUN_CHUNK: Final = 1 << 20
+
+
+class DocumentRun(Sequence[dict[str, Any]]):
+    """The documents of a kind-1 section the C scanner has already validated.
+
+    Up to :data:`RUN_CHUNK` bytes it is decoded once, on first use, and kept.
+    A longer run is decoded about RUN_CHUNK bytes at a time while it is iterated
+    and nothing decoded is kept, so the documents of a large insert never exist
+    all at once; indexing decodes the one document asked for. Compares equal to
+    a list of the same documents.
+    """
+
+    __slots__ = ("_raw", "_offset", "_what", "_docs", "_bounds")
+
+    def __init__(self, raw: memoryview, offset: int, what: str) -> None:
+        self._raw = raw
+        self._offset = offset
+        self._what = what
+        self._docs: list[dict[str, Any]] | None = None
+        self._bounds: list[int] | None = None  # start of each document, then the end
+
+    def _all(self) -> list[dict[str, Any]]:
+        if self._docs is None:
+            self._docs = decode_checked_sequence(self._raw, offset=self._offset, what=self._what)
+        return self._docs
+
+    def _starts(self) -> list[int]:
+        if self._bounds is None:
+            raw, pos, bounds = self._raw, 0, [0]
+            while pos < len(raw):
+                pos += _int32_at(raw, pos)[0]
+                bounds.append(pos)
+            self._bounds = bounds
+        return self._bounds
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if len(self._raw) <= RUN_CHUNK:
+            yield from self._all()
+            return
+        bounds, first = self._starts(), 0
+        while first < len(bounds) - 1:
+            last = first + 1  # at least one document per chunk, however large
+            while last < len(bounds) - 1 and bounds[last + 1] - bounds[first] <= RUN_CHUNK:
+                last += 1
+            a, b = bounds[first], bounds[last]
+            yield from decode_checked_sequence(
+                self._raw[a:b], offset=self._offset + a, what=self._what
+            )
+            first = last
+
+    def __len__(self) -> int:
+        if len(self._raw) <= RUN_CHUNK:
+            return len(self._all())
+        return len(self._starts()) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if len(self._raw) <= RUN_CHUNK:
+            return self._all()[index]
+        bounds = self._starts()
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(bounds) - 1))]
+        position = range(len(bounds) - 1)[index]  # IndexError, negative indexes, as a list
+        a, b = bounds[position], bounds[position + 1]
+        return decode_checked_sequence(self._raw[a:b], offset=self._offset + a, what=self._what)[0]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DocumentRun | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like a list
+
+    def __repr__(self) -> str:
+        return f"DocumentRun({len(self._raw)} bytes)"
+
+
 class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
-    """Kind-1 document sequences, each decoded and validated when first read."""
+    """Kind-1 document sequences, each decoded and validated when first read
+    (or, when the C scanner has validated them already, a :class:`DocumentRun`)."""
 
     __slots__ = ("_message", "_spans", "_decoded", "_checked")
 
@@ -115,17 +200,17 @@ class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
     ) -> None:
         self._message = message
         self._spans = spans
-        self._decoded: dict[str, list[dict[str, Any]]] = {}
+        self._decoded: dict[str, Sequence[dict[str, Any]]] = {}
         self._checked = checked  # already scanned: valid BSON, no repeated key
 
-    def __getitem__(self, name: str) -> list[dict[str, Any]]:
+    def __getitem__(self, name: str) -> Sequence[dict[str, Any]]:
         docs = self._decoded.get(name)
         if docs is None:
             start, stop = self._spans[name]
             view = memoryview(self._message)[start:stop]
             what = f"kind-1 section {name!r}"
             if self._checked:
-                docs = decode_checked_sequence(view, offset=start, what=what)
+                docs = DocumentRun(view, start, what)
             else:
                 docs = decode_sequence(view, offset=start, what=what)
             self._decoded[name] = docs

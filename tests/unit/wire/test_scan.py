@@ -317,3 +317,38 @@ def test_pure_python_views_and_duplicates() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_document(doc(el_doc("f", doc(el_int("a", 1), el_int("a", 2)))))
     assert info.value.kind == "duplicate_key" and info.value.field == "f.a"
+
+
+# -- DocumentRun: large kind-1 runs are never decoded whole --------------------------------
+
+
+def big_insert(count: int, size: int) -> bytes:
+    docs = [{"_id": i, "pad": "x" * size} for i in range(count)]
+    return encode_op_msg({"insert": "c", "$db": "d"}, request_id=1, sequences={"documents": docs})
+
+
+@pytest.mark.parametrize("count, size", [(3, 10), (40, 100_000), (3, 1_500_000), (9, 400_000)])
+def test_document_run_reads_like_a_list(count: int, size: int) -> None:
+    expected = [{"_id": i, "pad": "x" * size} for i in range(count)]
+    run = command_view(make_frame(big_insert(count, size))).sequences["documents"]
+    assert len(run) == count and run == expected and expected == run
+    assert list(run) == expected and list(run) == expected  # iterated twice
+    assert run[0] == expected[0] and run[-1] == expected[-1] and run[1:3] == expected[1:3]
+    assert run[::-2] == expected[::-2] and run != expected[:-1]
+    with pytest.raises(IndexError):
+        run[count]
+
+
+def test_a_large_run_is_never_held_decoded() -> None:
+    import tracemalloc
+
+    message = big_insert(40, 500_000)  # 20 MB of documents
+    view = command_view(make_frame(message))
+    tracemalloc.start()
+    try:
+        seen = sum(len(doc["pad"]) for doc in view.sequences["documents"])
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == 40 * 500_000
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while iterating 20 MB of documents"
