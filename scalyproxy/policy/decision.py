@@ -164,15 +164,18 @@ class Checks:
             message = f"no declared index serves the sort on {keys} ({cc.namespace})"
             d.report("unindexed_query", cc.unindexed_query, codes.COMMAND_DENIED, message, cc.namespace, shape_of(query or {}))
 
-    def insert_doc(self, d: Decision, cc: CompiledCollection, doc: Any, field: str, index: int) -> None:
-        """Shard key presence and schema of one inserted document (``field.index`` names it)."""
+    def insert_doc(
+        self, d: Decision, cc: CompiledCollection, doc: Any, field: str, index: int, schema_ok: bool = False
+    ) -> None:
+        """Shard key presence and schema of one inserted document (``field.index`` names it);
+        ``schema_ok``: the C checker has already confirmed it matches the structure."""
         if cc.shard_key_write != "off":
             missing = cc.missing_key_fields(doc)
             if missing:
                 where = f"{field}.{index}"
                 message = f"{where}: missing shard key field(s) {', '.join(missing)} (every document of {cc.namespace} must contain the full shard key)"
                 d.report("shard_key_write", cc.shard_key_write, codes.SHARD_KEY_VIOLATION, message, cc.namespace)
-        if cc.schema_mode != "off":
+        if cc.schema_mode != "off" and not schema_ok:
             assert cc.schema is not None
             if not cc.schema.root.ok(doc):
                 errors = cc.schema.document_errors(doc)

@@ -11,6 +11,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from scalyproxy.config.model import NUMERIC_TYPES, TypeSpec
+
+try:
+    from scalyproxy.wire import _scan
+except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
+    _scan = None  # type: ignore[assignment]
 from scalyproxy.policy.bsontypes import (
     INT32_MAX,
     INT32_MIN,
@@ -360,14 +365,67 @@ class UpdateChecker:
             out.append(f"{path}: $bit needs an int or long field, the field is {found.node.label}")
 
 
+#: The BSON type bytes of each ``$type`` alias, as pymongo decodes them (symbol
+#: is a ``str``, undefined is ``None``, a DBPointer is a ``DBRef``, an object).
+_TYPE_BYTES: Final[dict[str, bytes]] = {
+    "double": b"\x01", "string": b"\x02\x0e", "object": b"\x03\x0c", "array": b"\x04",
+    "binData": b"\x05", "null": b"\x0a\x06", "objectId": b"\x07", "bool": b"\x08",
+    "date": b"\x09", "regex": b"\x0b", "javascript": b"\x0d\x0f", "int": b"\x10",
+    "timestamp": b"\x11", "long": b"\x12", "decimal": b"\x13", "minKey": b"\xff",
+    "maxKey": b"\x7f",
+}  # fmt: skip
+_MAX_COMPILED_REQUIRED: Final = 64
+
+
+def describe(node: Node) -> tuple[Any, ...] | None:
+    """The node as the C checker's description, or None if it cannot express it."""
+    if node.kind == "any":
+        return ("any",)
+    if node.kind == "scalar":
+        parts = [_TYPE_BYTES.get(name) for name in node.accepted]
+        if any(p is None for p in parts):
+            return None
+        return ("scalar", b"".join(p for p in parts if p is not None))
+    if node.kind == "array":
+        assert node.items is not None
+        item = describe(node.items)
+        return None if item is None else ("array", node.nullable, item)
+    if any(name not in node.fields for name in node.required):
+        return None
+    if len(node.required) > _MAX_COMPILED_REQUIRED:
+        return None
+    fields = []
+    for name, child in node.fields.items():
+        described = describe(child)
+        if described is None:
+            return None
+        fields.append((name.encode("utf-8"), name in node.required, described))
+    if node.root and "_id" not in node.fields:
+        fields.append((b"_id", False, ("any",)))
+    return ("object", node.nullable, node.additional, tuple(fields))
+
+
 class Schema:
     """A collection's compiled structure."""
 
-    __slots__ = ("root", "updates")
+    __slots__ = ("root", "updates", "compiled")
 
     def __init__(self, spec: TypeSpec) -> None:
         self.root = Node(spec, root=True)
         self.updates = UpdateChecker(self.root)
+        #: The same structure for the C checker (None without the extension, or
+        #: for a structure it cannot express): see :meth:`unconfirmed`.
+        self.compiled: object | None = None
+        description = describe(self.root) if _scan is not None else None
+        if description is not None:
+            self.compiled = _scan.compile_schema(description)
+
+    def unconfirmed(self, run: memoryview) -> list[int] | None:
+        """Positions of the documents of a scanned kind-1 run that the C checker
+        cannot confirm (the others certainly match); None without a C checker."""
+        if self.compiled is None:
+            return None
+        return _scan.schema_unconfirmed(self.compiled, run)
 
     def document_errors(self, doc: Any) -> list[str]:
         """Messages for a whole (inserted or replacing) document; empty when valid."""

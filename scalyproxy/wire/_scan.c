@@ -566,7 +566,287 @@ static PyObject *command_view(PyObject *module, PyObject *const *args, Py_ssize_
     return PyObject_Vectorcall(state.careful, careful_args, 2, NULL);
 }
 
+/* -- compiled structures ----------------------------------------------------------
+ *
+ * A collection's declared structure, compiled from the description that
+ * scalyproxy.policy.schema builds, checked against raw documents the scanner
+ * has accepted. The answer is only ever "certainly valid" or "let Python
+ * decide": any doubt (a '$'-prefixed key, as a DBRef would have; more than 64
+ * required fields; depth) goes to the Python check on the decoded document,
+ * which names what is wrong. Valid documents never build a Python object here.
+ */
+
+enum { KIND_ANY = 0, KIND_SCALAR = 1, KIND_ARRAY = 2, KIND_OBJECT = 3 };
+#define MAX_REQUIRED 64
+
+struct SNode;
+typedef struct {
+    char *name;
+    Py_ssize_t len;
+    int required_bit; /* -1: optional */
+    struct SNode *node;
+} SField;
+
+typedef struct SNode {
+    int kind;
+    uint8_t accepts[256]; /* scalar: the BSON types it takes; array/object: null when nullable */
+    int additional;
+    Py_ssize_t nfields;
+    SField *fields;
+    uint64_t required_mask;
+    struct SNode *items;
+} SNode;
+
+static void snode_free(SNode *n) {
+    if (n == NULL) return;
+    for (Py_ssize_t i = 0; i < n->nfields; i++) {
+        PyMem_Free(n->fields[i].name);
+        snode_free(n->fields[i].node);
+    }
+    PyMem_Free(n->fields);
+    snode_free(n->items);
+    PyMem_Free(n);
+}
+
+static SNode *snode_build(PyObject *desc, int depth) {
+    if (depth > MAX_DEPTH || !PyTuple_Check(desc) || PyTuple_GET_SIZE(desc) < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad structure description");
+        return NULL;
+    }
+    SNode *n = PyMem_Calloc(1, sizeof(SNode));
+    if (n == NULL) return (SNode *)PyErr_NoMemory();
+    const char *kind = PyUnicode_Check(PyTuple_GET_ITEM(desc, 0)) ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(desc, 0)) : NULL;
+    Py_ssize_t size = PyTuple_GET_SIZE(desc);
+    if (kind == NULL) goto bad;
+    if (strcmp(kind, "any") == 0 && size == 1) {
+        n->kind = KIND_ANY;
+        return n;
+    }
+    if (strcmp(kind, "scalar") == 0 && size == 2 && PyBytes_Check(PyTuple_GET_ITEM(desc, 1))) {
+        n->kind = KIND_SCALAR;
+        PyObject *types = PyTuple_GET_ITEM(desc, 1);
+        for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(types); i++) n->accepts[(uint8_t)PyBytes_AS_STRING(types)[i]] = 1;
+        return n;
+    }
+    int nullable;
+    if (strcmp(kind, "array") == 0 && size == 3) {
+        n->kind = KIND_ARRAY;
+        if ((nullable = PyObject_IsTrue(PyTuple_GET_ITEM(desc, 1))) < 0) goto bad;
+        n->accepts[0x0A] = n->accepts[0x06] = (uint8_t)nullable;
+        n->items = snode_build(PyTuple_GET_ITEM(desc, 2), depth + 1);
+        if (n->items == NULL) goto fail;
+        return n;
+    }
+    if (strcmp(kind, "object") == 0 && size == 4 && PyTuple_Check(PyTuple_GET_ITEM(desc, 3))) {
+        n->kind = KIND_OBJECT;
+        if ((nullable = PyObject_IsTrue(PyTuple_GET_ITEM(desc, 1))) < 0) goto bad;
+        n->accepts[0x0A] = n->accepts[0x06] = (uint8_t)nullable;
+        if ((n->additional = PyObject_IsTrue(PyTuple_GET_ITEM(desc, 2))) < 0) goto bad;
+        PyObject *fields = PyTuple_GET_ITEM(desc, 3);
+        Py_ssize_t count = PyTuple_GET_SIZE(fields);
+        n->fields = PyMem_Calloc((size_t)(count ? count : 1), sizeof(SField));
+        if (n->fields == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        int bits = 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *f = PyTuple_GET_ITEM(fields, i);
+            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(f, 0))) goto bad;
+            PyObject *name = PyTuple_GET_ITEM(f, 0);
+            int required = PyObject_IsTrue(PyTuple_GET_ITEM(f, 1));
+            if (required < 0) goto bad;
+            SField *field = &n->fields[i];
+            n->nfields = i + 1;
+            field->len = PyBytes_GET_SIZE(name);
+            field->name = PyMem_Malloc((size_t)field->len + 1);
+            if (field->name == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            memcpy(field->name, PyBytes_AS_STRING(name), (size_t)field->len + 1);
+            field->required_bit = -1;
+            if (required) {
+                if (bits == MAX_REQUIRED) goto bad; /* the Python side never compiles these */
+                field->required_bit = bits;
+                n->required_mask |= (uint64_t)1 << bits;
+                bits++;
+            }
+            field->node = snode_build(PyTuple_GET_ITEM(f, 2), depth + 1);
+            if (field->node == NULL) goto fail;
+        }
+        return n;
+    }
+bad:
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad structure description");
+fail:
+    snode_free(n);
+    return NULL;
+}
+
+/* The size of a value the scanner has accepted (bounds still checked): -1 if it does not fit. */
+static Py_ssize_t skip_value(uint8_t type, const uint8_t *p, const uint8_t *end) {
+    Py_ssize_t room = end - p;
+    switch (type) {
+    case 0x01: case 0x09: case 0x11: case 0x12:
+        return room >= 8 ? 8 : -1;
+    case 0x02: case 0x0D: case 0x0E:
+        return room >= 4 && read_i32(p) >= 1 && read_i32(p) <= room - 4 ? 4 + (Py_ssize_t)read_i32(p) : -1;
+    case 0x03: case 0x04: case 0x0F:
+        return room >= 5 && read_i32(p) >= 5 && read_i32(p) <= room ? (Py_ssize_t)read_i32(p) : -1;
+    case 0x05:
+        return room >= 5 && read_i32(p) >= 0 && read_i32(p) <= room - 5 ? 5 + (Py_ssize_t)read_i32(p) : -1;
+    case 0x06: case 0x0A: case 0x7F: case 0xFF:
+        return 0;
+    case 0x07:
+        return room >= 12 ? 12 : -1;
+    case 0x08:
+        return room >= 1 ? 1 : -1;
+    case 0x0B: {
+        const uint8_t *a = memchr(p, 0, (size_t)room);
+        if (a == NULL) return -1;
+        const uint8_t *b = memchr(a + 1, 0, (size_t)(end - a - 1));
+        return b == NULL ? -1 : b + 1 - p;
+    }
+    case 0x0C:
+        return room >= 4 && read_i32(p) >= 1 && read_i32(p) <= room - 16 ? 16 + (Py_ssize_t)read_i32(p) : -1;
+    case 0x10:
+        return room >= 4 ? 4 : -1;
+    case 0x13:
+        return room >= 16 ? 16 : -1;
+    default:
+        return -1;
+    }
+}
+
+static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint8_t *end, int depth);
+
+/* The elements of the document at doc (its size checked against end). */
+static int object_fits(const SNode *n, const uint8_t *doc, const uint8_t *limit, int depth) {
+    if (depth > MAX_DEPTH || limit - doc < 5) return 0;
+    int32_t size = read_i32(doc);
+    if (size < 5 || size > limit - doc) return 0;
+    const uint8_t *p = doc + 4, *end = doc + size - 1;
+    uint64_t seen = 0;
+    while (p < end) {
+        uint8_t type = *p++;
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        if (nul == NULL) return 0;
+        Py_ssize_t len = nul - p;
+        if (len > 0 && p[0] == '$') return 0; /* a DBRef decodes as one object: Python decides */
+        const SField *field = NULL;
+        for (Py_ssize_t i = 0; i < n->nfields; i++) {
+            if (n->fields[i].len == len && memcmp(n->fields[i].name, p, (size_t)len) == 0) {
+                field = &n->fields[i];
+                break;
+            }
+        }
+        p = nul + 1;
+        if (field == NULL) {
+            if (!n->additional) return 0;
+        } else {
+            if (!value_fits(field->node, type, p, end, depth + 1)) return 0;
+            if (field->required_bit >= 0) seen |= (uint64_t)1 << field->required_bit;
+        }
+        Py_ssize_t skip = skip_value(type, p, end);
+        if (skip < 0) return 0;
+        p += skip;
+    }
+    return seen == n->required_mask;
+}
+
+static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint8_t *end, int depth) {
+    switch (n->kind) {
+    case KIND_ANY:
+        return 1;
+    case KIND_SCALAR:
+        return n->accepts[type];
+    case KIND_ARRAY: {
+        if (type != 0x04) return n->accepts[type];
+        if (depth > MAX_DEPTH || end - p < 5) return 0;
+        int32_t size = read_i32(p);
+        if (size < 5 || size > end - p) return 0;
+        const uint8_t *q = p + 4, *stop = p + size - 1;
+        while (q < stop) {
+            uint8_t item = *q++;
+            const uint8_t *nul = memchr(q, 0, (size_t)(stop - q));
+            if (nul == NULL) return 0;
+            q = nul + 1;
+            if (!value_fits(n->items, item, q, stop, depth + 1)) return 0;
+            Py_ssize_t skip = skip_value(item, q, stop);
+            if (skip < 0) return 0;
+            q += skip;
+        }
+        return 1;
+    }
+    default: /* KIND_OBJECT */
+        if (type != 0x03) return n->accepts[type];
+        return object_fits(n, p, end, depth);
+    }
+}
+
+static void schema_capsule_free(PyObject *capsule) {
+    snode_free(PyCapsule_GetPointer(capsule, "scalyproxy.schema"));
+}
+
+PyDoc_STRVAR(compile_schema_doc,
+             "compile_schema(description) -> capsule\n\n"
+             "A structure for schema_unconfirmed(); the description is built by\n"
+             "scalyproxy.policy.schema (nested tuples: ('any',), ('scalar', type_bytes),\n"
+             "('array', nullable, item), ('object', nullable, additional, ((name, required, node), ...))).");
+
+static PyObject *compile_schema(PyObject *module, PyObject *desc) {
+    SNode *root = snode_build(desc, 0);
+    if (root == NULL) return NULL;
+    if (root->kind != KIND_OBJECT) {
+        snode_free(root);
+        PyErr_SetString(PyExc_ValueError, "a structure's root must be an object");
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(root, "scalyproxy.schema", schema_capsule_free);
+    if (capsule == NULL) snode_free(root);
+    return capsule;
+}
+
+PyDoc_STRVAR(schema_unconfirmed_doc,
+             "schema_unconfirmed(schema, run) -> list[int]\n\n"
+             "The positions of the documents of a scanned run that the compiled structure\n"
+             "cannot confirm (invalid, or in doubt); the others certainly match it.");
+
+static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
+    PyObject *capsule, *data;
+    if (!PyArg_ParseTuple(args, "OO", &capsule, &data)) return NULL;
+    SNode *root = PyCapsule_GetPointer(capsule, "scalyproxy.schema");
+    if (root == NULL) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    const uint8_t *p = view.buf, *end = p + view.len;
+    Py_ssize_t index = 0;
+    while (out != NULL && p < end) {
+        if (end - p < 5) break;
+        int32_t size = read_i32(p);
+        if (size < 5 || size > end - p) break;
+        if (!object_fits(root, p, end, 0)) {
+            PyObject *position = PyLong_FromSsize_t(index);
+            if (position == NULL || PyList_Append(out, position) < 0) Py_CLEAR(out);
+            Py_XDECREF(position);
+        }
+        p += size;
+        index++;
+    }
+    PyBuffer_Release(&view);
+    if (out != NULL && p != end) { /* not a scanned run: confirm nothing */
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "schema_unconfirmed() needs a run of whole documents");
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"compile_schema", compile_schema, METH_O, compile_schema_doc},
+    {"schema_unconfirmed", schema_unconfirmed, METH_VARARGS, schema_unconfirmed_doc},
     {"command_view", (PyCFunction)(void (*)(void))command_view, METH_FASTCALL | METH_KEYWORDS, command_view_doc},
     {"scan_document", scan_document, METH_O, scan_document_doc},
     {"scan_run", scan_run, METH_O, scan_run_doc},

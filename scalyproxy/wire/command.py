@@ -130,6 +130,11 @@ class DocumentRun(Sequence[dict[str, Any]]):
         self._docs: list[dict[str, Any]] | None = None
         self._bounds: list[int] | None = None  # start of each document, then the end
 
+    @property
+    def raw(self) -> memoryview:
+        """The documents' bytes (already scanned)."""
+        return self._raw
+
     def _all(self) -> list[dict[str, Any]]:
         if self._docs is None:
             self._docs = decode_checked_sequence(self._raw, offset=self._offset, what=self._what)

@@ -151,7 +151,9 @@ def same_as_pure_python(raw: bytes, view: Any) -> None:
             (view.name, view.db, view.flags, list(view.sequences))
             == (pure.name, pure.db, pure.flags, list(pure.sequences))
             and _same_value(view.body, pure.body)
-            and all(_same_value(view.sequences[k], pure.sequences[k]) for k in view.sequences),
+            and all(
+                _same_value(list(view.sequences[k]), list(pure.sequences[k])) for k in view.sequences
+            ),
             "C and pure-Python views differ",
         )
 
