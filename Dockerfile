@@ -1,5 +1,5 @@
 # scalyproxy: a guarding MongoDB wire-protocol proxy.
-# Stage 1 builds the wheel, with its C extension (scalyproxy.wire._scan), where a
+# Stage 1 builds the wheel, with its C extension (scalyproxy._scan), where a
 # compiler is; the runtime image gets the wheel and no compiler.
 FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

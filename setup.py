@@ -1,6 +1,6 @@
 """Build of the one C extension (the metadata is in pyproject.toml).
 
-``scalyproxy.wire._scan`` is optional: without a C compiler the install still
+``scalyproxy._scan`` is optional: without a C compiler the install still
 works and the codec runs its pure-Python path (slower; see docs/wire.md).
 """
 
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "scalyproxy.wire._scan",
-            ["scalyproxy/wire/_scan.c"],
+            "scalyproxy._scan",
+            ["scalyproxy/_scan.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -5,7 +5,7 @@
 
 Rows:
   (a) a 108-byte ``find`` body: ``command_view(frame)`` vs ``bson.decode(body)``,
-      and two floors of a strict view: the C scan (``scalyproxy.wire._scan``,
+      and two floors of a strict view: the C scan (``scalyproxy._scan``,
       strict validity and no repeated key) plus pymongo's C decode, and, for the
       pure-Python path without the extension, the C decode plus the C re-encode
       compared with the original bytes;
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bson import _bson_to_dict, _dict_to_bson  # noqa: E402
 
+from scalyproxy._scan import scan_document  # noqa: E402
 from scalyproxy.wire import Framer, command_view, encode_op_msg, make_frame  # noqa: E402
-from scalyproxy.wire._scan import scan_document  # noqa: E402
 from scalyproxy.wire.command import _python_command_view  # noqa: E402
 from scalyproxy.wire.documents import DECODE_OPTIONS, ENCODE_OPTIONS  # noqa: E402
 

@@ -15,7 +15,6 @@ from typing import Any, Final
 from scalyproxy.policy.commands import METADATA_STAGES, canonical
 from scalyproxy.policy.decision import Checks, Decision, Source, Statement
 from scalyproxy.policy.targeting import PER_DOCUMENT, is_array, is_mapping, nonsimple_collation
-from scalyproxy.wire.command import DocumentRun
 
 Handler = Callable[[Checks, Decision, str, Mapping[str, Any], Source], None]
 
@@ -201,8 +200,9 @@ def insert(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: Source
         return  # the documents (maybe a lazy kind-1 sequence) are never read
     docs = c.statements(d, body, src, "documents", cc.namespace)
     unsure = None
-    if cc.schema is not None and cc.schema_mode != "off" and isinstance(docs, DocumentRun):
-        unsure = cc.schema.unconfirmed(docs.raw)  # C: which documents need the Python check
+    raw = getattr(docs, "raw", None)  # a scanned kind-1 run (wire.command.DocumentRun): its bytes
+    if cc.schema is not None and cc.schema_mode != "off" and isinstance(raw, memoryview):
+        unsure = cc.schema.unconfirmed(raw)  # C: which documents need the Python check
     if not unsure:
         confirmed = unsure is not None  # every document matches the structure
         for i, doc in enumerate(docs):

@@ -13,7 +13,7 @@ from typing import Any, Final
 from scalyproxy.config.model import NUMERIC_TYPES, TypeSpec
 
 try:
-    from scalyproxy.wire import _scan
+    from scalyproxy import _scan
 except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
     _scan = None  # type: ignore[assignment]
 from scalyproxy.policy.bsontypes import (

@@ -3,7 +3,7 @@
 ``command_view(frame)`` accepts an OP_MSG, an OP_QUERY on ``<db>.$cmd`` (the
 legacy handshake) or an OP_COMPRESSED wrapping either. It decodes the body
 strictly (duplicate keys refused) and leaves kind-1 document sequences as bytes
-until someone reads them. With the C extension (``scalyproxy.wire._scan``) an
+until someone reads them. With the C extension (``scalyproxy._scan``) an
 ordinary OP_MSG is viewed in one C call, and every kind-1 document is scanned
 (strictly valid BSON, no repeated key) before the view exists, whether or not
 the policy ever reads it; without it, sequences are validated when first read. The frame itself is never modified, so the relay can
@@ -36,7 +36,7 @@ from scalyproxy.wire.documents import (
 from scalyproxy.wire.errors import ProtocolError
 
 try:
-    from scalyproxy.wire import _scan
+    from scalyproxy import _scan
 except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
     _scan = None  # type: ignore[assignment]
 from scalyproxy.wire.framer import Frame

@@ -9,7 +9,7 @@
   last of two equal keys while the server reads both (a filter ``{a: 1, a: 2}``
   is two conditions to it), so one message would be read two ways.
 
-Duplicate detection: with the C extension ``scalyproxy.wire._scan`` (built by
+Duplicate detection: with the C extension ``scalyproxy._scan`` (built by
 ``pip install``), one C pass over the bytes proves the document strictly valid
 and free of repeated keys before pymongo decodes it. Without it (no compiler),
 the decoded document is re-encoded (one C call) and
@@ -37,7 +37,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from scalyproxy.wire.errors import ProtocolError
 
 try:
-    from scalyproxy.wire import _scan
+    from scalyproxy import _scan
 except ImportError:  # pragma: no cover - built by `pip install` wherever there is a C compiler
     _scan = None  # type: ignore[assignment]
 

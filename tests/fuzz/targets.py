@@ -11,7 +11,7 @@ escapes as a crash. Checked on the way: framing is independent of the chunking,
 the frames are exactly the consumed input, and every accepted message
 re-encodes byte-identical (see :func:`reencode`).
 
-Also differential, for every OP_MSG frame: the C view (``scalyproxy.wire._scan``)
+Also differential, for every OP_MSG frame: the C view (``scalyproxy._scan``)
 and the pure-Python view accept and refuse the same messages and read the same
 command, and the C scanner judges the body and every kind-1 document as
 pymongo's strict decoder plus the Python duplicate-key walker do.

@@ -1,4 +1,4 @@
-"""The C scanner (scalyproxy.wire._scan) against the references it replaces:
+"""The C scanner (scalyproxy._scan) against the references it replaces:
 pymongo's strict decoder for validity, the Python byte walker for repeated keys,
 and the careful Python path for the command view. Also runs the key codec cases
 with the extension switched off, so the pure-Python path stays correct."""
@@ -36,7 +36,7 @@ from scalyproxy.wire.documents import DECODE_OPTIONS, HAVE_SCAN, find_duplicate_
 from scalyproxy.wire.framer import make_frame
 from tests.unit.wire.build import corpus_cases, doc, el_doc, el_int
 
-scan = pytest.importorskip("scalyproxy.wire._scan") if HAVE_SCAN else None
+scan = pytest.importorskip("scalyproxy._scan") if HAVE_SCAN else None
 
 DECODE_ERRORS = corpus_cases("decodeErrors")
 VALID = corpus_cases("valid")
@@ -44,7 +44,7 @@ VALID = corpus_cases("valid")
 
 def test_the_extension_is_built() -> None:
     """setup builds it; losing it silently would make the proxy several times slower."""
-    assert HAVE_SCAN, "scalyproxy.wire._scan is not built: rerun scripts/setup (needs a C compiler)"
+    assert HAVE_SCAN, "scalyproxy._scan is not built: rerun scripts/setup (needs a C compiler)"
 
 
 def reference(raw: bytes) -> str:

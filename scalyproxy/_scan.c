@@ -1,5 +1,5 @@
 /*
- * scalyproxy.wire._scan: the codec's hot path in C.
+ * scalyproxy._scan: the hot path of the codec and of the structure check, in C.
  *
  * scan_document(buf) / scan_run(buf) walk BSON bytes without building any
  * Python object and answer one question: is this strictly valid BSON with no
@@ -408,7 +408,7 @@ PyDoc_STRVAR(fast_view_doc,
 
 static PyObject *fast_view(PyObject *module, PyObject *data) {
     if (state.view_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scalyproxy.wire._scan.configure() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "scalyproxy._scan.configure() was not called");
         return NULL;
     }
     Py_buffer buffer;
@@ -856,7 +856,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "scalyproxy.wire._scan",
+    PyModuleDef_HEAD_INIT, "scalyproxy._scan",
     "BSON scanning and the OP_MSG command view in C (see _scan.c).", -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -1,4 +1,4 @@
-"""Type stub of the C extension scalyproxy.wire._scan (see _scan.c)."""
+"""Type stub of the C extension scalyproxy._scan (see _scan.c)."""
 
 from typing import Any, Literal
 
