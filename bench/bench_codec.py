@@ -98,7 +98,7 @@ def decode_cases() -> tuple[dict[str, Callable[[], object]], dict[str, int]]:
 
     def view_and_docs() -> object:
         view = command_view(insert_frame)
-        return view.sequences["documents"]
+        return list(view.sequences["documents"])  # a DocumentRun decodes when read
 
     def floor() -> object:  # the two C calls the pure-Python strict view cannot avoid
         body = _bson_to_dict(find_body, DECODE_OPTIONS)
