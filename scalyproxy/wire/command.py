@@ -6,8 +6,9 @@ strictly (duplicate keys refused) and leaves kind-1 document sequences as bytes
 until someone reads them. With the C extension (``scalyproxy._scan``) an
 ordinary OP_MSG is viewed in one C call, and every kind-1 document is scanned
 (strictly valid BSON, no repeated key) before the view exists, whether or not
-the policy ever reads it; without it, sequences are validated when first read. The frame itself is never modified, so the relay can
-forward ``frame.data`` untouched.
+the policy ever reads it; without it, sequences are validated when first read.
+The frame itself is never modified, so the relay can forward ``frame.data``
+untouched.
 
 Everything else raises ProtocolError: ``kind="unsupported_opcode"``
 (non-fatal, with ``request_id``) for legacy and unknown opcodes and for OP_QUERY
@@ -29,8 +30,8 @@ from scalyproxy.wire.documents import (
     DECODE_OPTIONS,
     ENCODE_OPTIONS,
     Buffer,
-    decode_checked_sequence,
     decode_document,
+    decode_run,
     decode_sequence,
 )
 from scalyproxy.wire.errors import ProtocolError
@@ -137,7 +138,7 @@ class DocumentRun(Sequence[dict[str, Any]]):
 
     def _all(self) -> list[dict[str, Any]]:
         if self._docs is None:
-            self._docs = decode_checked_sequence(self._raw, offset=self._offset, what=self._what)
+            self._docs = decode_run(self._raw, offset=self._offset, what=self._what)
         return self._docs
 
     def _starts(self) -> list[int]:
@@ -159,7 +160,7 @@ class DocumentRun(Sequence[dict[str, Any]]):
             while last < len(bounds) - 1 and bounds[last + 1] - bounds[first] <= RUN_CHUNK:
                 last += 1
             a, b = bounds[first], bounds[last]
-            yield from decode_checked_sequence(
+            yield from decode_run(
                 self._raw[a:b], offset=self._offset + a, what=self._what
             )
             first = last
@@ -181,7 +182,7 @@ class DocumentRun(Sequence[dict[str, Any]]):
             return [self[i] for i in range(*index.indices(len(bounds) - 1))]
         position = range(len(bounds) - 1)[index]  # IndexError, negative indexes, as a list
         a, b = bounds[position], bounds[position + 1]
-        return decode_checked_sequence(self._raw[a:b], offset=self._offset + a, what=self._what)[0]
+        return decode_run(self._raw[a:b], offset=self._offset + a, what=self._what)[0]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, DocumentRun | list | tuple):
@@ -342,18 +343,14 @@ def _op_msg_view(data: Buffer, compressor_id: int | None) -> CommandView:
     sequences = NO_SEQUENCES
     if layout.sequences:
         check_sequence_names(body, layout.sequences)
-        checked = _scan is not None
-        if checked:  # every document is validated now, read by the policy or not
+        if _scan is not None:  # every document is validated now, read by the policy or not
             whole = memoryview(data)
             for ident, (a, b) in layout.sequences.items():
-                what = f"kind-1 section {ident!r}"
-                answer, _count = _scan.scan_run(whole[a:b])
-                if answer != "ok":
-                    decode_sequence(whole[a:b], offset=a, what=what)  # raises, saying what is wrong
-                    checked = answer == "too_deep"  # decoded and checked the slow way: fine
-                    if not checked:
-                        raise ProtocolError(f"{what} holds invalid BSON", kind="bad_bson", offset=a)
-        sequences = LazySequences(data, layout.sequences, checked)
+                if _scan.scan_run(whole[a:b])[0] != "ok":
+                    # raises, saying what is wrong; returns only for a run too deep to
+                    # scan, having checked it the slow way
+                    decode_sequence(whole[a:b], offset=a, what=f"kind-1 section {ident!r}")
+        sequences = LazySequences(data, layout.sequences, checked=_scan is not None)
     request_id = struct.unpack_from("<i", data, 4)[0]
     view = (name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data)
     return _tuple_new(CommandView, view)

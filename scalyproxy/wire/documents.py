@@ -94,14 +94,14 @@ def decode_document(buf: Buffer, *, offset: int = 0, what: str = "document") -> 
     """
     if _scan is not None:
         answer = _scan.scan_document(buf)
-        if answer != "too_deep":
-            return _decode_scanned(buf, answer, offset, what)
-    try:
-        doc: dict[str, Any] = _bson_to_dict(buf, DECODE_OPTIONS)
-    except Exception as exc:  # the C decoder raises InvalidBSON, and more on odd input
-        raise ProtocolError(
-            f"{what} is not valid BSON: {exc}", kind="bad_bson", offset=offset
-        ) from exc
+        if answer == "duplicate":
+            refuse_duplicates(buf, offset=offset, what=what)  # raises, naming the key
+            raise _repeated_key(what, offset)
+        if answer != "too_deep":  # too deep for the scanner: the Python check below decides
+            doc = _decode_one(buf, offset, what)
+            _fail_closed(answer, f"{what} is not valid BSON", offset)
+            return doc
+    doc = _decode_one(buf, offset, what)
     try:
         same = _dict_to_bson(doc, False, ENCODE_OPTIONS, False) == buf
     except Exception:
@@ -119,17 +119,14 @@ def decode_sequence(
         return []
     if _scan is not None:
         answer, _count = _scan.scan_run(buf)
-        if answer != "too_deep":
-            if answer == "duplicate":
-                _refuse_duplicates_in_run(buf, offset, what)  # raises, naming the key
-                raise _repeated_key(what, offset)
-            return decode_checked_sequence(buf, offset=offset, what=what, valid=answer == "ok")
-    try:
-        docs: list[dict[str, Any]] = _decode_all(buf, DECODE_OPTIONS)
-    except Exception as exc:
-        raise ProtocolError(
-            f"{what} holds invalid BSON: {exc}", kind="bad_bson", offset=offset
-        ) from exc
+        if answer == "duplicate":
+            _refuse_duplicates_in_run(buf, offset, what)  # raises, naming the key
+            raise _repeated_key(what, offset)
+        if answer != "too_deep":  # too deep for the scanner: the Python check below decides
+            docs = decode_run(buf, offset=offset, what=what)
+            _fail_closed(answer, f"{what} holds invalid BSON", offset)
+            return docs
+    docs = decode_run(buf, offset=offset, what=what)
     try:
         wrapped = memoryview(_dict_to_bson({"": docs}, False, ENCODE_OPTIONS, False))
         same = _array_of_documents_to_buffer(wrapped[_ARRAY_START:-1]) == buf
@@ -140,40 +137,38 @@ def decode_sequence(
     return docs
 
 
-def _decode_scanned(buf: Buffer, answer: str, offset: int, what: str) -> dict[str, Any]:
-    """Decode a document the C scanner has judged ("ok", "duplicate" or "invalid")."""
-    if answer == "duplicate":
-        refuse_duplicates(buf, offset=offset, what=what)  # raises, naming the key
-        raise _repeated_key(what, offset)
+def _decode_one(buf: Buffer, offset: int, what: str) -> dict[str, Any]:
     try:
         doc: dict[str, Any] = _bson_to_dict(buf, DECODE_OPTIONS)
-    except Exception as exc:
+    except Exception as exc:  # the C decoder raises InvalidBSON, and more on odd input
         raise ProtocolError(
             f"{what} is not valid BSON: {exc}", kind="bad_bson", offset=offset
         ) from exc
-    if answer != "ok":  # pymongo took what the scanner refused: fail closed, all the same
-        raise ProtocolError(f"{what} is not valid BSON", kind="bad_bson", offset=offset)
     return doc
 
 
-def _repeated_key(what: str, offset: int) -> ProtocolError:
-    # only if the walker and the scanner disagreed about a key (the scanner's answer stands)
-    return ProtocolError(f"{what} repeats a key", kind="duplicate_key", offset=offset)
-
-
-def decode_checked_sequence(
-    buf: Buffer, *, offset: int = 0, what: str = "sequence", valid: bool = True
-) -> list[dict[str, Any]]:
-    """Decode a run of documents the C scanner found valid and free of repeated keys."""
+def decode_run(buf: Buffer, *, offset: int = 0, what: str = "sequence") -> list[dict[str, Any]]:
+    """Decode a run of documents with pymongo's strict options, without the
+    repeated-key check: for runs the C scanner has proven free of repeated keys
+    (or that the caller checks next)."""
     try:
         docs: list[dict[str, Any]] = _decode_all(buf, DECODE_OPTIONS)
     except Exception as exc:
         raise ProtocolError(
             f"{what} holds invalid BSON: {exc}", kind="bad_bson", offset=offset
         ) from exc
-    if not valid:  # pymongo took what the scanner refused: fail closed, all the same
-        raise ProtocolError(f"{what} holds invalid BSON", kind="bad_bson", offset=offset)
     return docs
+
+
+def _fail_closed(answer: str, reason: str, offset: int) -> None:
+    """pymongo decoded what the scanner judged: refuse all the same unless it said "ok"."""
+    if answer != "ok":
+        raise ProtocolError(reason, kind="bad_bson", offset=offset)
+
+
+def _repeated_key(what: str, offset: int) -> ProtocolError:
+    # only if the walker and the scanner disagreed about a key (the scanner's answer stands)
+    return ProtocolError(f"{what} repeats a key", kind="duplicate_key", offset=offset)
 
 
 def refuse_duplicates(buf: Buffer, *, offset: int = 0, what: str = "document") -> None:
