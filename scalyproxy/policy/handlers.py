@@ -199,18 +199,13 @@ def insert(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: Source
     if cc is None or not cc.needs_documents:
         return  # the documents (maybe a lazy kind-1 sequence) are never read
     docs = c.statements(d, body, src, "documents", cc.namespace)
-    unsure = None
+    doubtful: set[int] | None = None  # positions the C checker could not confirm; None: it did not look
     raw = getattr(docs, "raw", None)  # a scanned kind-1 run (wire.command.DocumentRun): its bytes
     if cc.schema is not None and cc.schema_mode != "off" and isinstance(raw, memoryview):
-        unsure = cc.schema.unconfirmed(raw)  # C: which documents need the Python check
-    if not unsure:
-        confirmed = unsure is not None  # every document matches the structure
-        for i, doc in enumerate(docs):
-            c.insert_doc(d, cc, doc, "documents", i, confirmed)
-        return
-    doubtful = set(unsure)
+        unsure = cc.schema.unconfirmed(raw)
+        doubtful = None if unsure is None else set(unsure)
     for i, doc in enumerate(docs):
-        c.insert_doc(d, cc, doc, "documents", i, i not in doubtful)
+        c.insert_doc(d, cc, doc, "documents", i, doubtful is not None and i not in doubtful)
 
 
 def update(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: Source) -> None:
