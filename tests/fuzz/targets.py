@@ -31,6 +31,8 @@ import math
 import struct
 from typing import Any
 
+import bson
+
 from scalyproxy.wire import (
     OP_COMPRESSED,
     OP_MSG,
@@ -158,10 +160,10 @@ def same_as_pure_python(raw: bytes, view: Any) -> None:
         )
 
 
-def _reference_answer(doc: bytes) -> str:
+def scan_reference(doc: bytes) -> str:
+    """What the C scanner must answer for ``doc``, from pymongo's strict decoder and
+    the Python duplicate-key walker (also the oracle of tests/unit/wire/test_scan.py)."""
     try:
-        import bson
-
         bson.decode(doc, DECODE_OPTIONS)
     except Exception:
         return "invalid"
@@ -190,7 +192,7 @@ def scanner_agrees(raw: bytes) -> None:
             pos += size
     for a, b in spans:
         doc = raw[a:b]
-        got, want = scan.scan_document(doc), _reference_answer(doc)
+        got, want = scan.scan_document(doc), scan_reference(doc)
         if got == "too_deep" or "ok" not in (got, want):
             continue
         _check(got == want, f"scanner says {got}, pymongo and the walker {want}: {doc.hex()}")

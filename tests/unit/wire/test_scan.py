@@ -32,8 +32,9 @@ from scalyproxy.wire import (
 )
 from scalyproxy.wire import command as command_module
 from scalyproxy.wire import documents as documents_module
-from scalyproxy.wire.documents import DECODE_OPTIONS, HAVE_SCAN, find_duplicate_key
+from scalyproxy.wire.documents import HAVE_SCAN
 from scalyproxy.wire.framer import make_frame
+from tests.fuzz.targets import scan_reference
 from tests.unit.wire.build import corpus_cases, doc, el_doc, el_int
 
 scan = pytest.importorskip("scalyproxy._scan") if HAVE_SCAN else None
@@ -45,18 +46,6 @@ VALID = corpus_cases("valid")
 def test_the_extension_is_built() -> None:
     """setup builds it; losing it silently would make the proxy several times slower."""
     assert HAVE_SCAN, "scalyproxy._scan is not built: rerun scripts/setup (needs a C compiler)"
-
-
-def reference(raw: bytes) -> str:
-    """What the scanner must answer, from pymongo and the Python walker."""
-    try:
-        bson.decode(raw, DECODE_OPTIONS)
-    except Exception:
-        return "invalid"
-    try:
-        return "duplicate" if find_duplicate_key(raw) is not None else "ok"
-    except ProtocolError:
-        return "invalid"
 
 
 @pytest.mark.parametrize("name, case", DECODE_ERRORS, ids=[n for n, _ in DECODE_ERRORS])
@@ -71,7 +60,7 @@ def test_every_decode_error_is_refused(name: str, case: dict[str, Any]) -> None:
 def test_every_valid_case_is_accepted(name: str, case: dict[str, Any]) -> None:
     assert scan is not None
     raw = bytes.fromhex(case["canonical_bson"])
-    assert scan.scan_document(raw) == reference(raw) == "ok"
+    assert scan.scan_document(raw) == scan_reference(raw) == "ok"
     assert scan.scan_run(raw + raw) == ("ok", 2)
 
 
@@ -90,9 +79,9 @@ def test_repeated_keys_at_any_depth() -> None:
         + scope_doc
     )
     for raw in (flat, nested, in_array, doc(code)):
-        assert scan.scan_document(raw) == reference(raw) == "duplicate"
+        assert scan.scan_document(raw) == scan_reference(raw) == "duplicate"
     array_keys_repeat = doc(b"\x04" + b"arr\x00" + doc(el_int("0", 1), el_int("0", 2)))
-    assert scan.scan_document(array_keys_repeat) == reference(array_keys_repeat) == "ok"
+    assert scan.scan_document(array_keys_repeat) == scan_reference(array_keys_repeat) == "ok"
     prefix = doc(el_int("ab", 1), el_int("a", 2), el_int("abc", 3))  # same prefixes, not equal
     assert scan.scan_document(prefix) == "ok"
 
@@ -104,7 +93,7 @@ def test_many_keys_sorted_on_the_heap(count: int) -> None:
     raw = bson.encode(dict.fromkeys(keys, 1))
     assert scan.scan_document(raw) == "ok"
     last = doc(*(el_int(k, 1) for k in keys), el_int(keys[count // 2], 2))
-    assert scan.scan_document(last) == reference(last) == "duplicate"
+    assert scan.scan_document(last) == scan_reference(last) == "duplicate"
 
 
 def test_depth_beyond_the_limit_is_left_to_python() -> None:
@@ -178,7 +167,7 @@ def mutated_documents(draw: st.DrawFn) -> bytes:
 @given(mutated_documents())
 def test_scanner_agrees_with_pymongo_and_the_walker(raw: bytes) -> None:
     assert scan is not None
-    expected = reference(raw)
+    expected = scan_reference(raw)
     got = scan.scan_document(raw)
     if "ok" not in (expected, got):  # both refuse; which fault is found first may differ
         return
