@@ -400,6 +400,44 @@ typedef struct {
     Py_ssize_t start, stop;
 } Span;
 
+/* The layout of an ordinary OP_MSG (see fast_view), every section scanned: 1, or 0
+ * when anything is unusual and the careful Python path must look. */
+static int parse_message(const uint8_t *m, Py_ssize_t len, int32_t *body_size_out, Span *found, int *nseq_out) {
+    int nseq = 0;
+    if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) return 0;
+    uint32_t flags = (uint32_t)read_i32(m + 16);
+    if (flags & 0xFFFFu & ~FLAG_MORE_TO_COME) return 0;
+    if (m[20] != 0) return 0;
+    int32_t body_size = read_i32(m + BODY_AT);
+    if (body_size < 6 || body_size > len - BODY_AT) return 0; /* 6: a body has a first key */
+    if (scan_doc(m + BODY_AT, body_size, 0, 0) != SCAN_OK) return 0;
+    Py_ssize_t pos = BODY_AT + body_size;
+    while (pos < len) {
+        if (m[pos] != 1 || nseq == MAX_SEQUENCES || len - pos < 6) return 0;
+        int32_t size = read_i32(m + pos + 1);
+        if (size < 5 || size > len - pos - 1) return 0;
+        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
+        const uint8_t *nul = memchr(ident, 0, (size_t)(stop - ident));
+        if (nul == NULL || nul == ident) return 0;
+        Py_ssize_t ident_len = nul - ident;
+        if (memchr(ident, '.', (size_t)ident_len) != NULL || !utf8_valid(ident, ident_len)) return 0;
+        for (int i = 0; i < nseq; i++) {
+            if (found[i].ident_len == ident_len && memcmp(found[i].ident, ident, (size_t)ident_len) == 0) return 0;
+        }
+        Py_ssize_t count;
+        if (scan_documents(nul + 1, stop - nul - 1, &count) != SCAN_OK) return 0;
+        found[nseq].ident = ident;
+        found[nseq].ident_len = ident_len;
+        found[nseq].start = nul + 1 - m;
+        found[nseq].stop = stop - m;
+        nseq++;
+        pos = stop - m;
+    }
+    *body_size_out = body_size;
+    *nseq_out = nseq;
+    return 1;
+}
+
 PyDoc_STRVAR(fast_view_doc,
              "fast_view(data) -> CommandView | None\n\n"
              "The view of an ordinary OP_MSG in one call, or None: anything unusual (a\n"
@@ -419,36 +457,9 @@ static PyObject *fast_view(PyObject *module, PyObject *data) {
     Span found[MAX_SEQUENCES];
     int nseq = 0;
 
-    if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) goto fallback;
+    int32_t body_size;
+    if (!parse_message(m, len, &body_size, found, &nseq)) goto fallback;
     uint32_t flags = (uint32_t)read_i32(m + 16);
-    if (flags & 0xFFFFu & ~FLAG_MORE_TO_COME) goto fallback;
-    if (m[20] != 0) goto fallback;
-    int32_t body_size = read_i32(m + BODY_AT);
-    if (body_size < 6 || body_size > len - BODY_AT) goto fallback; /* 6: a body has a first key */
-    if (scan_doc(m + BODY_AT, body_size, 0, 0) != SCAN_OK) goto fallback;
-    Py_ssize_t pos = BODY_AT + body_size;
-    while (pos < len) {
-        if (m[pos] != 1 || nseq == MAX_SEQUENCES || len - pos < 6) goto fallback;
-        int32_t size = read_i32(m + pos + 1);
-        if (size < 5 || size > len - pos - 1) goto fallback;
-        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
-        const uint8_t *nul = memchr(ident, 0, (size_t)(stop - ident));
-        if (nul == NULL || nul == ident) goto fallback;
-        Py_ssize_t ident_len = nul - ident;
-        if (memchr(ident, '.', (size_t)ident_len) != NULL || !utf8_valid(ident, ident_len)) goto fallback;
-        for (int i = 0; i < nseq; i++) {
-            if (found[i].ident_len == ident_len && memcmp(found[i].ident, ident, (size_t)ident_len) == 0)
-                goto fallback;
-        }
-        Py_ssize_t count;
-        if (scan_documents(nul + 1, stop - nul - 1, &count) != SCAN_OK) goto fallback;
-        found[nseq].ident = ident;
-        found[nseq].ident_len = ident_len;
-        found[nseq].start = nul + 1 - m;
-        found[nseq].stop = stop - m;
-        nseq++;
-        pos = stop - m;
-    }
 
     body_bytes = PyBytes_FromStringAndSize((const char *)m + BODY_AT, body_size);
     if (body_bytes == NULL) goto error;
@@ -844,7 +855,208 @@ static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
     return out;
 }
 
+/* -- fast_decide ---------------------------------------------------------------
+ *
+ * The common targeted find and insert decided on their bytes. The table, built
+ * by scalyproxy.policy.fastpath from the compiled policy, maps a declared
+ * namespace to (find verdict, insert verdict, shard-key paths as bytes, check
+ * key presence on insert, compiled structure or None, any sort allowed on find).
+ * A verdict slot is None where the Python engine must always look. The answer
+ * is the engine's own "allowed" verdict, or None: only a command the Python
+ * engine would certainly allow without a warning is answered here, everything
+ * else (a missing or ranged key, a collation, an unusual field, any doubt)
+ * goes to the engine, which explains what is wrong. tests/unit/policy/
+ * test_fastpath.py checks that against the engine on generated commands.
+ */
+
+enum { ENTRY_FIND, ENTRY_INSERT, ENTRY_KEYS, ENTRY_KEY_WRITE, ENTRY_SCHEMA, ENTRY_ANY_SORT, ENTRY_SIZE };
+
+typedef struct {
+    uint8_t type;
+    const uint8_t *key;
+    Py_ssize_t key_len;
+    const uint8_t *value;
+    Py_ssize_t size;
+} Elem;
+
+/* The next element of a scanned document's elements [*pp, end): 1, 0 at the end, -1 if malformed. */
+static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
+    const uint8_t *p = *pp;
+    if (p >= end) return 0;
+    e->type = *p++;
+    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+    if (nul == NULL) return -1;
+    e->key = p;
+    e->key_len = nul - p;
+    e->value = nul + 1;
+    e->size = skip_value(e->type, e->value, end);
+    if (e->size < 0) return -1;
+    *pp = e->value + e->size;
+    return 1;
+}
+
+static inline int key_is(const Elem *e, const char *name, Py_ssize_t n) {
+    return e->key_len == n && memcmp(e->key, name, (size_t)n) == 0;
+}
+
+/* Values that fix a field by plain equality as the engine reads them
+ * (policy.targeting.is_literal): scalars only; a document or an array goes to Python. */
+static const uint8_t LITERAL[256] = {
+    [0x01] = 1, [0x02] = 1, [0x05] = 1, [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0A] = 1,
+    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x7F] = 1, [0xFF] = 1,
+};
+
+/* Every key path is a field of the document (doc: its whole bytes); with
+ * literal, each holds a literal. A '$' field anywhere at the top (a DBRef, an
+ * operator) leaves the answer to Python. */
+static int has_keys(const uint8_t *doc, Py_ssize_t size, PyObject *keys, int literal) {
+    if (size < 5) return 0;
+    const uint8_t *end = doc + size - 1;
+    Py_ssize_t nkeys = PyTuple_GET_SIZE(keys);
+    uint64_t seen = 0;
+    if (nkeys > 64) return 0;
+    const uint8_t *p = doc + 4;
+    Elem e;
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (e.key_len > 0 && e.key[0] == '$') return 0;
+        for (Py_ssize_t i = 0; i < nkeys; i++) {
+            PyObject *k = PyTuple_GET_ITEM(keys, i);
+            if (PyBytes_GET_SIZE(k) == e.key_len && memcmp(PyBytes_AS_STRING(k), e.key, (size_t)e.key_len) == 0) {
+                if (literal && !LITERAL[e.type]) return 0;
+                seen |= (uint64_t)1 << i;
+                break;
+            }
+        }
+    }
+    if (more < 0) return 0;
+    return seen == (nkeys == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nkeys) - 1));
+}
+
+/* One inserted document: the shard key present (key_write) and the structure confirmed (root). */
+static int insert_ok(const uint8_t *doc, Py_ssize_t size, PyObject *keys, int key_write, const SNode *root) {
+    if (key_write && !has_keys(doc, size, keys, 0)) return 0;
+    if (root != NULL && !object_fits(root, doc, doc + size, 0)) return 0;
+    return 1;
+}
+
+#define NS_BUFFER 512
+
+PyDoc_STRVAR(fast_decide_doc,
+             "fast_decide(data, table) -> Verdict | None\n\n"
+             "The engine's allowed verdict for an ordinary OP_MSG find by the full shard\n"
+             "key, or insert whose documents carry it and match the structure; None when\n"
+             "the Python engine must decide (see scalyproxy.policy.fastpath).");
+
+static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *table) {
+    Span found[MAX_SEQUENCES];
+    int nseq = 0;
+    int32_t body_size;
+    if (!parse_message(m, len, &body_size, found, &nseq)) Py_RETURN_NONE;
+
+    const uint8_t *p = m + BODY_AT + 4, *end = m + BODY_AT + body_size - 1;
+    Elem first, e, db = {0}, filter = {0}, documents = {0};
+    int is_find, any_sort_given = 0, collation_given = 0;
+    if (next_elem(&p, end, &first) != 1 || first.type != 0x02 || first.size <= 5) Py_RETURN_NONE;
+    if (key_is(&first, "find", 4)) is_find = 1;
+    else if (key_is(&first, "insert", 6)) is_find = 0;
+    else Py_RETURN_NONE;
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (e.key_len == 0) continue;
+        if (key_is(&e, "$db", 3)) db = e;
+        else if (key_is(&e, "filter", 6)) filter = e;
+        else if (key_is(&e, "documents", 9)) documents = e;
+        else if (key_is(&e, "sort", 4)) any_sort_given = 1;
+        else if (key_is(&e, "collation", 9)) collation_given = 1;
+    }
+    if (more < 0 || db.key == NULL || db.type != 0x02 || db.size <= 5) Py_RETURN_NONE;
+
+    /* the namespace: "<$db>.<collection>" (both strings were scanned: valid UTF-8, NUL-terminated) */
+    char buffer[NS_BUFFER];
+    Py_ssize_t db_len = read_i32(db.value) - 1, coll_len = read_i32(first.value) - 1;
+    if (db_len + 1 + coll_len > NS_BUFFER) Py_RETURN_NONE;
+    if (memchr(db.value + 4, 0, (size_t)db_len) || memchr(first.value + 4, 0, (size_t)coll_len)) Py_RETURN_NONE;
+    memcpy(buffer, db.value + 4, (size_t)db_len);
+    buffer[db_len] = '.';
+    memcpy(buffer + db_len + 1, first.value + 4, (size_t)coll_len);
+    PyObject *ns = PyUnicode_DecodeUTF8(buffer, db_len + 1 + coll_len, "strict");
+    if (ns == NULL) return NULL;
+    PyObject *entry = PyDict_GetItemWithError(table, ns);
+    Py_DECREF(ns);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != ENTRY_SIZE ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, ENTRY_KEYS))) {
+        PyErr_SetString(PyExc_TypeError, "fast_decide: a malformed table entry");
+        return NULL;
+    }
+    PyObject *keys = PyTuple_GET_ITEM(entry, ENTRY_KEYS);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "fast_decide: shard-key paths must be bytes");
+            return NULL;
+        }
+    }
+    PyObject *verdict = PyTuple_GET_ITEM(entry, is_find ? ENTRY_FIND : ENTRY_INSERT);
+    if (verdict == Py_None) Py_RETURN_NONE;
+
+    if (is_find) {
+        if (nseq != 0 || collation_given || documents.key != NULL) Py_RETURN_NONE;
+        if (any_sort_given && PyTuple_GET_ITEM(entry, ENTRY_ANY_SORT) != Py_True) Py_RETURN_NONE;
+        if (filter.key == NULL || filter.type != 0x03 || PyTuple_GET_SIZE(keys) == 0) Py_RETURN_NONE;
+        if (!has_keys(filter.value, filter.size, keys, 1)) Py_RETURN_NONE;
+        return Py_NewRef(verdict);
+    }
+
+    int key_write = PyTuple_GET_ITEM(entry, ENTRY_KEY_WRITE) == Py_True;
+    const SNode *root = NULL;
+    PyObject *schema = PyTuple_GET_ITEM(entry, ENTRY_SCHEMA);
+    if (schema != Py_None) {
+        root = PyCapsule_GetPointer(schema, "scalyproxy.schema");
+        if (root == NULL) return NULL;
+    }
+    if (key_write && PyTuple_GET_SIZE(keys) == 0) Py_RETURN_NONE;
+    if (documents.key != NULL) { /* documents in the body: an array of documents, and no sequence */
+        if (nseq != 0 || documents.type != 0x04 || documents.size <= 5) Py_RETURN_NONE;
+        const uint8_t *q = documents.value + 4, *stop = documents.value + documents.size - 1;
+        while ((more = next_elem(&q, stop, &e)) > 0) {
+            if (e.type != 0x03 || !insert_ok(e.value, e.size, keys, key_write, root)) Py_RETURN_NONE;
+        }
+        if (more < 0) Py_RETURN_NONE;
+        return Py_NewRef(verdict);
+    }
+    if (nseq != 1 || found[0].ident_len != 9 || memcmp(found[0].ident, "documents", 9) != 0) Py_RETURN_NONE;
+    const uint8_t *q = m + found[0].start, *stop = m + found[0].stop;
+    if (q == stop) Py_RETURN_NONE;
+    while (q < stop) {
+        Py_ssize_t size = read_i32(q); /* scanned: whole documents */
+        if (size < 5 || size > stop - q || !insert_ok(q, size, keys, key_write, root)) Py_RETURN_NONE;
+        q += size;
+    }
+    return Py_NewRef(verdict);
+}
+
+static PyObject *fast_decide(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fast_decide(data, table: dict)");
+        return NULL;
+    }
+    PyObject *data = args[0], *table = args[1];
+    if (PyDict_GET_SIZE(table) == 0) Py_RETURN_NONE;
+    if (PyBytes_CheckExact(data))
+        return decide_message((const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), table);
+    Py_buffer buffer; /* a framed message: a bytearray or a memoryview */
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *verdict = decide_message(buffer.buf, buffer.len, table);
+    PyBuffer_Release(&buffer);
+    return verdict;
+}
+
 static PyMethodDef methods[] = {
+    {"fast_decide", (PyCFunction)(void (*)(void))fast_decide, METH_FASTCALL, fast_decide_doc},
     {"compile_schema", compile_schema, METH_O, compile_schema_doc},
     {"schema_unconfirmed", schema_unconfirmed, METH_VARARGS, schema_unconfirmed_doc},
     {"command_view", (PyCFunction)(void (*)(void))command_view, METH_FASTCALL | METH_KEYWORDS, command_view_doc},

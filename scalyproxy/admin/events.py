@@ -29,6 +29,8 @@ class AdminHooks(Hooks):
         self._proxy_seconds = metrics.proxy_seconds
         self._labels: dict[tuple[str, str | None], tuple[str, str]] = {}  # (command, ns) -> bounded labels
         self._command_keys: dict[tuple[str, str | None, str], tuple[str, ...]] = {}  # raw -> label values
+        self._allowed_keys: dict[int, tuple[Verdict, tuple[str, ...]]] = {}  # id -> (verdict, label values)
+        self._round_trip_labels: dict[str, tuple[str]] = {}  # command -> label values
 
     # -- connections ------------------------------------------------------------------
 
@@ -81,24 +83,42 @@ class AdminHooks(Hooks):
 
     def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
         v: Verdict = verdict
-        namespaces = v.namespaces
-        raw = (v.command, namespaces[0] if namespaces else None,
-               "allowed" if v.refusal is None and not v.warnings else "refused" if v.refusal else "warned")
-        key = self._command_keys.get(raw)
-        if key is None:
-            key = (*self._bounded(raw[0], raw[1]), raw[2])
-            if len(self._command_keys) < 4096:
-                self._command_keys[raw] = key
+        hit = self._allowed_keys.get(id(v))
+        if hit is not None and hit[0] is v:  # an allowed verdict of the engine's cache, seen before
+            key = hit[1]
+        else:
+            key = self._command_key(v)
         counts = self._commands
         counts[key] = counts.get(key, 0) + 1
         self._proxy_seconds.observe(proxy_seconds)
         if v.marker_used:
             self.metrics.allow_marker_used.inc((key[1],))
-        if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None:
+        if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None and view is not None:
             conn.user = user_of(view.body)
 
+    def _command_key(self, v: Verdict) -> tuple[str, ...]:
+        namespaces = v.namespaces
+        allowed = v.refusal is None and not v.warnings
+        raw = (v.command, namespaces[0] if namespaces else None,
+               "allowed" if allowed else "refused" if v.refusal else "warned")
+        key = self._command_keys.get(raw)
+        if key is None:
+            key = (*self._bounded(raw[0], raw[1]), raw[2])
+            if len(self._command_keys) < 4096:
+                self._command_keys[raw] = key
+        if allowed and len(self._allowed_keys) < 4096:
+            # allowed verdicts come from the engine's bounded cache and are reused: keyed by
+            # identity (the entry keeps the verdict alive, so its id is not reused meanwhile)
+            self._allowed_keys[id(v)] = (v, key)
+        return key
+
     def round_trip(self, command: str, seconds: float) -> None:
-        self.metrics.round_trip_seconds.observe(seconds, (self._bounded(command, None)[0],))
+        labels = self._round_trip_labels.get(command)
+        if labels is None:
+            labels = (self._bounded(command, None)[0],)
+            if len(self._round_trip_labels) < 4096:
+                self._round_trip_labels[command] = labels
+        self.metrics.round_trip_seconds.observe(seconds, labels)
 
     def finding(self, conn: Any, view: Any, finding: Finding, enforced: bool) -> None:
         m = self.metrics
@@ -119,3 +139,5 @@ class AdminHooks(Hooks):
         """Namespaces may have changed: cached label values are recomputed."""
         self._labels.clear()
         self._command_keys.clear()
+        self._allowed_keys.clear()
+        self._round_trip_labels.clear()

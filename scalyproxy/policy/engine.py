@@ -10,6 +10,7 @@ from scalyproxy.config.model import ProxyConfig
 from scalyproxy.policy.commands import SEQUENCE_FIELDS, canonical, is_write, namespace_of
 from scalyproxy.policy.compiled import CompiledCollection
 from scalyproxy.policy.decision import Checks, Decision, Stop, internal_refusal
+from scalyproxy.policy.fastpath import Entry, build_table
 from scalyproxy.policy.handlers import HANDLERS
 from scalyproxy.policy.model import CommandLike, Finding, Verdict
 
@@ -25,6 +26,9 @@ class Engine(Checks):
         super().__init__(cfg)
         self._allow_all = allow_all
         self._cache: dict[tuple[str, tuple[str, ...], bool], Verdict] = {}
+        #: what _scan.fast_decide reads to allow the common targeted find and insert on their
+        #: bytes (scalyproxy.policy.fastpath); empty when everything goes through decide()
+        self.fast: dict[str, Entry] = {} if allow_all else build_table(self, self._collections, self._allowed)
 
     @classmethod
     def from_config(cls, cfg: ProxyConfig) -> Engine:
@@ -89,14 +93,20 @@ class Engine(Checks):
     def _verdict(self, d: Decision) -> Verdict:
         namespaces = tuple(d.namespaces)
         if d.refusal is None and not d.warnings:
-            key = (d.command, namespaces, d.marker_used)
-            verdict = self._cache.get(key)
-            if verdict is None:
-                verdict = Verdict(None, (), namespaces, d.command, d.marker_used)
-                if len(self._cache) < _VERDICT_CACHE_SIZE:
-                    self._cache[key] = verdict
-            return verdict
+            return self._allowed_verdict(d.command, namespaces, d.marker_used)
         return Verdict(d.refusal, tuple(d.warnings), namespaces, d.command, d.marker_used)
+
+    def _allowed_verdict(self, command: str, namespaces: tuple[str, ...], marker_used: bool) -> Verdict:
+        key = (command, namespaces, marker_used)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = Verdict(None, (), namespaces, command, marker_used)
+            if len(self._cache) < _VERDICT_CACHE_SIZE:
+                self._cache[key] = verdict
+        return verdict
+
+    def _allowed(self, command: str, namespace: str) -> Verdict:
+        return self._allowed_verdict(command, (namespace,), False)
 
 
 Engine.ALLOW_ALL = Engine(ProxyConfig(), allow_all=True)

@@ -23,7 +23,10 @@ class Hooks:
     def protocol_error(self, kind: str) -> None: ...
 
     def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
-        """A command was decided: forwarded (maybe with warnings) or refused."""
+        """A command was decided: forwarded (maybe with warnings) or refused.
+
+        ``view`` is None for a command the C fast path allowed on its bytes (a
+        targeted find or insert): no view was built; ``verdict`` says what it was."""
 
     def round_trip(self, command: str, seconds: float) -> None:
         """A reply came back for a forwarded request, ``seconds`` after it went out."""

@@ -15,7 +15,7 @@ import asyncio
 import ssl
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from scalyproxy import codes
@@ -24,13 +24,18 @@ from scalyproxy.server.stream import ReplyTracker
 from scalyproxy.wire import header as wh
 from scalyproxy.wire.command import CommandView, command_view
 from scalyproxy.wire.errors import ProtocolError
-from scalyproxy.wire.framer import Frame, Framer, make_frame
+from scalyproxy.wire.framer import Data, Frame, Framer, make_frame
 from scalyproxy.wire.op_msg import FLAG_MORE_TO_COME
 from scalyproxy.wire.replies import decode_reply_body, error_reply, rewrite_command
 
 if TYPE_CHECKING:
     from scalyproxy.server.proxy import Proxy
     from scalyproxy.server.upstream import HostState
+
+try:
+    from scalyproxy._scan import fast_decide
+except ImportError:  # the pure-Python install: every command goes through the engine
+    fast_decide = None  # type: ignore[assignment]
 
 HELLO_NAMES = frozenset({"hello", "ismaster"})
 _int32_at = struct.Struct("<i").unpack_from
@@ -107,13 +112,21 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_activity = time.monotonic()
-        self.proxy.hooks.bytes_in(len(data))
+        self.last_activity = now = time.monotonic()
+        proxy = self.proxy
+        proxy.hooks.bytes_in(len(data))
         framer = self._framer
         if framer is None:
             n = len(data)
             if n >= 16 and _int32_at(data, 0)[0] == n <= self.max_message_size and self.upstream is not None:
-                self._handle_one(make_frame(data))  # the common case: one whole message, nothing buffered
+                # the common case: one whole message, nothing buffered
+                self.stream_offset += n
+                try:
+                    if fast_decide is None or not self._allowed_fast(data, now):
+                        self._handle(make_frame(data))
+                except Exception as exc:
+                    self._failed(exc)
+                self.message_started = None
                 return
             framer = self.framer
         framer.feed(data)
@@ -128,14 +141,6 @@ class ClientConnection(asyncio.Protocol):
             self.framer_base = self.stream_offset
         return self._framer
 
-    def _handle_one(self, frame: Frame) -> None:
-        self.stream_offset += len(frame.data)
-        try:
-            self._handle(frame)
-        except Exception as exc:
-            self._failed(exc)
-        self.message_started = None
-
     def _process(self) -> None:
         framer = self._framer
         if framer is None:
@@ -143,7 +148,8 @@ class ClientConnection(asyncio.Protocol):
         try:
             while (frame := self._next_frame(framer)) is not None:
                 self.stream_offset += len(frame.data)
-                self._handle(frame)
+                if fast_decide is None or not self._allowed_fast(frame.data, time.monotonic()):
+                    self._handle(frame)
                 if self.closing:
                     return
         except Exception as exc:
@@ -233,8 +239,21 @@ class ClientConnection(asyncio.Protocol):
 
     # -- the decision point ----------------------------------------------------------
 
+    def _allowed_fast(self, data: Data, started: float) -> bool:
+        """The common targeted find or insert, allowed by the C fast path on its bytes and
+        forwarded; False: the engine must decide (see scalyproxy.policy.fastpath)."""
+        assert fast_decide is not None
+        proxy = self.proxy
+        allowed = fast_decide(data, proxy.engine.fast)
+        if allowed is None:
+            return False
+        self._send(data, _int32_at(data, 4)[0], not data[16] & FLAG_MORE_TO_COME, allowed.command, started)
+        proxy.hooks.command(self, None, allowed, time.monotonic() - started)
+        return True
+
     def _handle(self, frame: Frame) -> None:
         started = time.monotonic()
+        proxy = self.proxy
         view = command_view(frame)  # raises ProtocolError for bad or unsupported messages
         name = view.name
         if name[0] in "hHiI" and name.lower() in HELLO_NAMES:
@@ -249,7 +268,6 @@ class ClientConnection(asyncio.Protocol):
                 rule="legacy_opcode",
             )
             return
-        proxy = self.proxy
         verdict = proxy.engine.decide(view)
         refusal = verdict.refusal
         if refusal is not None:
@@ -264,22 +282,26 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, frame: Frame, view: CommandView, now: float | None = None) -> None:
         """Send the original bytes upstream (``now``: the monotonic time the request was read)."""
+        more_to_come = view.flags & FLAG_MORE_TO_COME and not view.legacy  # view.more_to_come, inlined
+        self._send(frame.data, view.request_id, not more_to_come, view.name, now)
+
+    def _send(self, data: Data, request_id: int, expects_reply: bool, name: str, now: float | None) -> None:
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             log.error("internal_error", client=self.peer, error="forward without an upstream connection")
             self.close()
             return
-        if view.flags & FLAG_MORE_TO_COME and not view.legacy:  # view.more_to_come, inlined
-            self.tracker.expect_no_reply(view.request_id)
+        if not expects_reply:
+            self.tracker.expect_no_reply(request_id)
         else:
             self.last_request = now = time.monotonic() if now is None else now
             if len(self.sent_at) < MAX_PENDING_RTT:
-                self.sent_at[view.request_id] = (now, view.name)
+                self.sent_at[request_id] = (now, name)
             if self.proxy.config.limits.upstream_timeout_s:
-                self.awaiting[view.request_id] = now
+                self.awaiting[request_id] = now
         transport = upstream.transport  # UpstreamConnection.write, inlined (once per message)
         if not transport.is_closing():
-            transport.write(frame.data)
+            transport.write(data)
 
     def _handshake(self, view: CommandView, frame: Frame) -> None:
         body = view.body
@@ -375,19 +397,37 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         tracker = self.tracker
-        if tracker.whole(data):  # the common case: exactly one whole reply
+        response_to = tracker.whole(data)
+        if response_to is not None:  # the common case: exactly one whole reply
             transport.write(data)
-        elif not self._from_upstream_pieces(transport, tracker, data):
+            self.last_reply_end = now = time.monotonic()
+            self._answered(response_to, now)
+            if not self.sent_at:
+                self.sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
+            if self.awaiting:
+                self._no_longer_awaiting((response_to,), now)
+        elif self._from_upstream_pieces(transport, tracker, data):
+            if self.awaiting:
+                self._no_longer_awaiting(tracker.completed, time.monotonic())
+            if tracker.ended:
+                self._replies_done(tracker)
+        else:
             return
-        if self.awaiting:
-            self.last_upstream_data = time.monotonic()
-            for rid in tracker.completed:  # a whole reply came back: its request is answered
-                self.awaiting.pop(rid, None)
-            if not self.awaiting:
-                self.awaiting.clear()
-        if tracker.ended:
-            self._replies_done(tracker)
         self.proxy.hooks.bytes_out(len(data))
+
+    def _no_longer_awaiting(self, answered: Iterable[int], now: float) -> None:
+        """Whole replies came back: their requests are answered (upstream_timeout_s)."""
+        self.last_upstream_data = now
+        for rid in answered:
+            self.awaiting.pop(rid, None)
+        if not self.awaiting:
+            self.awaiting.clear()
+
+    def _answered(self, response_to: int, now: float) -> None:
+        """A reply to ``response_to`` has come whole: its round trip is timed."""
+        sent = self.sent_at.pop(response_to, None)
+        if sent is not None:
+            self.proxy.hooks.round_trip(sent[1], now - sent[0])
 
     def _from_upstream_pieces(self, transport: asyncio.Transport, tracker: ReplyTracker, data: bytes) -> bool:
         try:
@@ -408,9 +448,7 @@ class ClientConnection(asyncio.Protocol):
         sent_at = self.sent_at
         if tracker.replied_to and sent_at:
             for rid in tracker.replied_to:
-                sent = sent_at.pop(rid, None)
-                if sent is not None:
-                    self.proxy.hooks.round_trip(sent[1], now - sent[0])
+                self._answered(rid, now)
             if not sent_at:
                 sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
         tracker.replied_to.clear()

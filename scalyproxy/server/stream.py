@@ -68,31 +68,33 @@ class ReplyTracker:
     def at_boundary(self) -> bool:
         return self.remaining == 0 and not self.header
 
-    def whole(self, data: Chunk) -> bool:
-        """Consume ``data`` if it is exactly one whole message to forward as it is.
+    def whole(self, data: Chunk) -> int | None:
+        """The responseTo of ``data`` if it is exactly one whole message to forward as
+        it is: the common case of request/response traffic, in a few steps.
 
-        The common case of request/response traffic, in a few steps; when False,
-        nothing was consumed and :meth:`feed` takes the chunk.
+        The chunk is then consumed and nothing is recorded (the caller pairs the
+        reply itself); None: nothing was consumed and :meth:`feed` takes the chunk.
         """
         n = len(data)
         if self.remaining or self.header or n < 16 or self.injections:
-            return False
-        length, _rid, response_to, _op = _HEADER.unpack_from(data, 0)
+            return None
+        header: tuple[int, int, int, int] = _HEADER.unpack_from(data, 0)
+        length, _rid, response_to, _op = header
         if (length != n or n > self.max_size or response_to in self._drop_ids
                 or response_to in self._capture_ids):
-            return False
-        self.ended = 1
-        self.response_to = response_to
-        self.replied_to.append(response_to)
-        completed = self.completed
-        if completed:
-            completed.clear()
-        completed.append(response_to)
-        return True
+            return None
+        return response_to
 
     def feed(self, data: Chunk) -> list[Chunk]:
         """Consume a chunk; return the pieces to forward to the client, in order."""
-        if self.whole(data):
+        response_to = self.whole(data)
+        if response_to is not None:
+            self.ended = 1
+            self.response_to = response_to
+            self.replied_to.append(response_to)
+            completed = self.completed
+            completed.clear()
+            completed.append(response_to)
             return [data]
         n = len(data)
         out: list[Chunk] = []

@@ -55,7 +55,7 @@ from scalyproxy.wire import documents as documents_module
 from scalyproxy.wire.documents import DECODE_OPTIONS, decode_document, find_duplicate_key
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
-from tests.fuzz.memrelay import LogSink, MemoryRelay, captured_logs
+from tests.fuzz.memrelay import LogSink, MemoryRelay, captured_logs, proxy_for
 
 #: Small frame limit in the fuzzers: a hostile length costs a 64 KiB buffer, not 48 MB.
 FUZZ_MAX = 1 << 16
@@ -123,11 +123,21 @@ def check_message(raw: bytes) -> None:
     if documents_module._scan is not None and struct.unpack_from("<i", raw, 12)[0] == OP_MSG:
         same_as_pure_python(raw, view)
         scanner_agrees(raw)
+        fast_path_agrees(raw, view)
     for decoder in (decode_reply_body_of, decode_op_msg, decode_op_query):
         try:
             decoder(raw)
         except ProtocolError:
             pass
+
+
+def fast_path_agrees(raw: bytes, view: Any) -> None:
+    """The C fast path allows only what the engine allows, with the engine's own verdict."""
+    engine = proxy_for().engine
+    allowed = documents_module._scan.fast_decide(raw, engine.fast)
+    if allowed is not None:
+        _check(view is not None, "the fast path allowed a message the codec refuses")
+        _check(engine.decide(view) is allowed, "the fast path and the engine disagree")
 
 
 def _pure_python_view(raw: bytes) -> Any:

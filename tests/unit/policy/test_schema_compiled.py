@@ -11,8 +11,7 @@ from typing import Any
 
 import bson
 import pytest
-from bson import SON, Code, DBRef, Decimal128, Int64, ObjectId, Regex, Timestamp
-from bson.binary import Binary
+from bson import SON, DBRef, Int64, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from scalyproxy.wire import command_view, encode_op_msg, make_frame
 from scalyproxy.wire.command import DocumentRun
 from scalyproxy.wire.documents import HAVE_SCAN
 from tests.unit.policy.conftest import SHOP, blog_text, engine_for
+from tests.unit.policy.strategies import scalar
 
 pytestmark = pytest.mark.skipif(not HAVE_SCAN, reason="the C extension is not built")
 
@@ -57,22 +57,6 @@ def schemas() -> dict[str, Schema]:
 
 SCHEMAS = schemas()
 
-scalar = st.one_of(
-    st.integers(-(2**31), 2**31 - 1),
-    st.integers(-(2**63), 2**63 - 1).map(Int64),
-    st.floats(allow_nan=False),
-    st.text(max_size=5),
-    st.booleans(),
-    st.none(),
-    st.just(datetime.datetime(2024, 1, 2)),
-    st.just(ObjectId("5f1d2c3b4a59687766554433")),
-    st.just(Decimal128("2.5")),
-    st.just(Timestamp(1, 2)),
-    st.just(Regex("a", "i")),
-    st.just(Binary(b"\x01\x02", 0)),
-    st.just(Code("f()")),
-    st.just(DBRef("c", 1)),
-)
 names = st.sampled_from(
     ["author", "title", "body", "unique_views", "comments", "comment", "rank", "customer", "id",
      "region", "total", "created", "status", "tags", "lines", "sku", "qty", "meta", "note", "big",
