@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TESTS = [
     "tests/unit/wire",
     "tests/unit/policy/test_schema_compiled.py",
+    "tests/unit/policy/test_fastpath.py",
+    "tests/unit/server/test_relay_fast.py",
     "tests/property",
     "tests/fuzz/test_fuzz_targets.py",
 ]
