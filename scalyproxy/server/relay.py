@@ -1,8 +1,10 @@
 """The per-connection relay: one client connection, one upstream connection.
 
 The only I/O layer. Each direction is relayed on its own: client bytes are
-framed, every message passes the single decision point (:meth:`ClientConnection.
-_decide`), and the original bytes go upstream unchanged when allowed; upstream
+framed, every message is decided (a targeted find or insert by the C fast path
+on its bytes, :meth:`ClientConnection._allowed_fast`; anything else by the
+engine on its view, :meth:`ClientConnection._handle`), and the original bytes
+go upstream unchanged when allowed; upstream
 bytes stream to the client as they arrive, walked by a :class:`ReplyTracker`
 only to know where messages end. Nothing pairs one reply to one request, so
 ``moreToCome`` requests (w:0 writes) and replies (exhaust cursors, streaming
