@@ -28,7 +28,7 @@ class Engine(Checks):
         self._cache: dict[tuple[str, tuple[str, ...], bool], Verdict] = {}
         #: what _scan.fast_decide reads to allow the common targeted find and insert on their
         #: bytes (scalyproxy.policy.fastpath); empty when everything goes through decide()
-        self.fast: dict[str, Entry] = {} if allow_all else build_table(self, self._collections, self._allowed)
+        self.fast: dict[str, Entry] = {} if allow_all else build_table(self)
 
     @classmethod
     def from_config(cls, cfg: ProxyConfig) -> Engine:

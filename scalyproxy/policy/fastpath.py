@@ -20,9 +20,8 @@ not declared, and anything the C code is unsure of all go to the engine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from scalyproxy.policy.commands import is_write
 from scalyproxy.policy.compiled import CompiledCollection
 from scalyproxy.policy.model import Verdict
 
@@ -39,41 +38,33 @@ except ImportError:  # pragma: no cover - the pure-Python install: the engine de
 Entry = tuple[Verdict | None, Verdict | None, tuple[bytes, ...], bool, object | None, bool]
 
 
-def build_table(engine: Engine, collections: dict[str, CompiledCollection], allowed: Any) -> dict[str, Entry]:
-    """The fast-path table of a compiled policy (empty without the C extension).
-
-    ``allowed(command, namespace)`` gives the engine's cached allowed verdict."""
+def build_table(engine: Engine) -> dict[str, Entry]:
+    """The fast-path table of a compiled policy (empty without the C extension)."""
     if _scan is None:
         return {}
     table: dict[str, Entry] = {}
-    for ns, cc in collections.items():
-        entry = _entry(engine, cc, allowed)
+    for ns, cc in engine._collections.items():
+        entry = _entry(engine, cc)
         if entry[0] is not None or entry[1] is not None:
             table[ns] = entry
     return table
 
 
-def _entry(engine: Engine, cc: CompiledCollection, allowed: Any) -> Entry:
+def _entry(engine: Engine, cc: CompiledCollection) -> Entry:
     key = cc.shard_key
     paths = key.paths if key is not None else ()
     find = None
     if key is not None and "find" not in engine._deny and (
         cc.unindexed_query == "off" or cc.indexes.serves_filter(dict.fromkeys(paths, 1))
     ):
-        find = allowed("find", cc.namespace)
-    insert = None
+        find = engine._allowed("find", cc.namespace)
     schema = None
     if cc.schema_mode != "off":
         assert cc.schema is not None
         schema = cc.schema.compiled  # None: a structure the C checker cannot express
-    schema_ready = cc.schema_mode == "off" or schema is not None
-    key_ready = cc.shard_key_write == "off" or key is not None
-    if (
-        "insert" not in engine._deny
-        and not (engine._read_only and is_write("insert", {}))
-        and schema_ready
-        and key_ready
-    ):
-        insert = allowed("insert", cc.namespace)
+    insert = None
+    # an insert is a write: a read-only proxy refuses it (shard_key_write is "off" without a key)
+    if "insert" not in engine._deny and not engine._read_only and (cc.schema_mode == "off" or schema is not None):
+        insert = engine._allowed("insert", cc.namespace)
     encoded = tuple(p.encode() for p in paths)
     return (find, insert, encoded, cc.shard_key_write != "off", schema, cc.unindexed_query == "off")
