@@ -404,8 +404,6 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
             self.last_reply_end = now = time.monotonic()
             self._answered(response_to, now)
-            if not self.sent_at:
-                self.sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
             if self.awaiting:
                 self._no_longer_awaiting((response_to,), now)
         elif self._from_upstream_pieces(transport, tracker, data):
@@ -427,9 +425,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _answered(self, response_to: int, now: float) -> None:
         """A reply to ``response_to`` has come whole: its round trip is timed."""
-        sent = self.sent_at.pop(response_to, None)
+        sent_at = self.sent_at
+        sent = sent_at.pop(response_to, None)
         if sent is not None:
             self.proxy.hooks.round_trip(sent[1], now - sent[0])
+        if not sent_at:
+            sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
 
     def _from_upstream_pieces(self, transport: asyncio.Transport, tracker: ReplyTracker, data: bytes) -> bool:
         try:
@@ -447,12 +448,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _replies_done(self, tracker: ReplyTracker) -> None:
         self.last_reply_end = now = time.monotonic()
-        sent_at = self.sent_at
-        if tracker.replied_to and sent_at:
+        if self.sent_at:
             for rid in tracker.replied_to:
                 self._answered(rid, now)
-            if not sent_at:
-                sent_at.clear()  # an emptied dict keeps its table until cleared (idle memory)
         tracker.replied_to.clear()
         if tracker.captured:
             for message in tracker.captured:
