@@ -730,6 +730,30 @@ static Py_ssize_t skip_value(uint8_t type, const uint8_t *p, const uint8_t *end)
     }
 }
 
+typedef struct {
+    uint8_t type;
+    const uint8_t *key;
+    Py_ssize_t key_len;
+    const uint8_t *value;
+    Py_ssize_t size;
+} Elem;
+
+/* The next element of a scanned document's elements [*pp, end): 1, 0 at the end, -1 if malformed. */
+static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
+    const uint8_t *p = *pp;
+    if (p >= end) return 0;
+    e->type = *p++;
+    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+    if (nul == NULL) return -1;
+    e->key = p;
+    e->key_len = nul - p;
+    e->value = nul + 1;
+    e->size = skip_value(e->type, e->value, end);
+    if (e->size < 0) return -1;
+    *pp = e->value + e->size;
+    return 1;
+}
+
 static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint8_t *end, int depth);
 
 /* The elements of the document at doc (its size checked against end). */
@@ -739,31 +763,25 @@ static int object_fits(const SNode *n, const uint8_t *doc, const uint8_t *limit,
     if (size < 5 || size > limit - doc) return 0;
     const uint8_t *p = doc + 4, *end = doc + size - 1;
     uint64_t seen = 0;
-    while (p < end) {
-        uint8_t type = *p++;
-        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
-        if (nul == NULL) return 0;
-        Py_ssize_t len = nul - p;
-        if (len > 0 && p[0] == '$') return 0; /* a DBRef decodes as one object: Python decides */
+    Elem e;
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (e.key_len > 0 && e.key[0] == '$') return 0; /* a DBRef decodes as one object: Python decides */
         const SField *field = NULL;
         for (Py_ssize_t i = 0; i < n->nfields; i++) {
-            if (n->fields[i].len == len && memcmp(n->fields[i].name, p, (size_t)len) == 0) {
+            if (n->fields[i].len == e.key_len && memcmp(n->fields[i].name, e.key, (size_t)e.key_len) == 0) {
                 field = &n->fields[i];
                 break;
             }
         }
-        p = nul + 1;
         if (field == NULL) {
             if (!n->additional) return 0;
         } else {
-            if (!value_fits(field->node, type, p, end, depth + 1)) return 0;
+            if (!value_fits(field->node, e.type, e.value, e.value + e.size, depth + 1)) return 0;
             if (field->required_bit >= 0) seen |= (uint64_t)1 << field->required_bit;
         }
-        Py_ssize_t skip = skip_value(type, p, end);
-        if (skip < 0) return 0;
-        p += skip;
     }
-    return seen == n->required_mask;
+    return more == 0 && seen == n->required_mask;
 }
 
 static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint8_t *end, int depth) {
@@ -778,17 +796,12 @@ static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint
         int32_t size = read_i32(p);
         if (size < 5 || size > end - p) return 0;
         const uint8_t *q = p + 4, *stop = p + size - 1;
-        while (q < stop) {
-            uint8_t item = *q++;
-            const uint8_t *nul = memchr(q, 0, (size_t)(stop - q));
-            if (nul == NULL) return 0;
-            q = nul + 1;
-            if (!value_fits(n->items, item, q, stop, depth + 1)) return 0;
-            Py_ssize_t skip = skip_value(item, q, stop);
-            if (skip < 0) return 0;
-            q += skip;
+        Elem e;
+        int more;
+        while ((more = next_elem(&q, stop, &e)) > 0) {
+            if (!value_fits(n->items, e.type, e.value, e.value + e.size, depth + 1)) return 0;
         }
-        return 1;
+        return more == 0;
     }
     default: /* KIND_OBJECT */
         if (type != 0x03) return n->accepts[type];
@@ -870,30 +883,6 @@ static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
  */
 
 enum { ENTRY_FIND, ENTRY_INSERT, ENTRY_KEYS, ENTRY_KEY_WRITE, ENTRY_SCHEMA, ENTRY_ANY_SORT, ENTRY_SIZE };
-
-typedef struct {
-    uint8_t type;
-    const uint8_t *key;
-    Py_ssize_t key_len;
-    const uint8_t *value;
-    Py_ssize_t size;
-} Elem;
-
-/* The next element of a scanned document's elements [*pp, end): 1, 0 at the end, -1 if malformed. */
-static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
-    const uint8_t *p = *pp;
-    if (p >= end) return 0;
-    e->type = *p++;
-    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
-    if (nul == NULL) return -1;
-    e->key = p;
-    e->key_len = nul - p;
-    e->value = nul + 1;
-    e->size = skip_value(e->type, e->value, end);
-    if (e->size < 0) return -1;
-    *pp = e->value + e->size;
-    return 1;
-}
 
 static inline int key_is(const Elem *e, const char *name, Py_ssize_t n) {
     return e->key_len == n && memcmp(e->key, name, (size_t)n) == 0;
