@@ -1,10 +1,8 @@
 """Drift check: the shard keys the cluster really has versus the ones the YAML declares.
 
-``config.collections`` (read through mongos) holds one document per sharded
-collection: ``{_id: "db.coll", key: {field: 1 | "hashed", ...}, unique: bool}``
-(older servers mark dropped ones ``dropped: true``; 8.0 tracks some unsharded
-collections with ``unsplittable: true``: neither counts as sharded). For each
-declared collection :func:`compare` reports:
+``config.collections`` (read through mongos, see :mod:`scalyproxy.admin.catalogue`)
+holds one document per sharded collection. For each declared collection
+:func:`compare` reports:
 
 - ``other_key``: sharded on other fields (or in another order) than declared;
 - ``hashed_vs_ranged``: same fields, but hashed where ranged was declared or back;
@@ -23,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from scalyproxy.admin.catalogue import describe, shard_key
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.config import CollectionConfig
 from scalyproxy.logs import log
@@ -54,22 +53,12 @@ def _style(direction: Any) -> str:
     return "hashed" if direction == "hashed" else "ranged"
 
 
-def describe(keys: Sequence[tuple[str, Any]]) -> str:
-    inner = ", ".join(f"{name}: {'hashed' if d == 'hashed' else 1}" for name, d in keys)
-    return "{" + inner + "}"
-
-
-def is_sharded(doc: Mapping[str, Any]) -> bool:
-    return isinstance(doc.get("key"), Mapping) and not doc.get("dropped") and not doc.get("unsplittable")
-
-
 def compare(collections: Mapping[str, CollectionConfig], catalogue: Mapping[str, Mapping[str, Any]]) -> list[Mismatch]:
     """Mismatches between declared collections and ``config.collections`` documents (by ``_id``)."""
     out: list[Mismatch] = []
     for ns in sorted(collections):
         declared_index = collections[ns].shard_key
-        doc = catalogue.get(ns)
-        actual = list(doc["key"].items()) if doc is not None and is_sharded(doc) else None
+        actual = shard_key(catalogue.get(ns))
         declared = list(declared_index.keys) if declared_index is not None else None
         kind = _kind(declared, actual)
         if kind is not None:

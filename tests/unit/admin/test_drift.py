@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scalyproxy.admin.drift import Mismatch, compare, describe, is_sharded
+from scalyproxy.admin.catalogue import describe, is_sharded
+from scalyproxy.admin.drift import Mismatch, compare
 from scalyproxy.config import load_config_text
 
 CONFIG = """\
