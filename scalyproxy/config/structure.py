@@ -7,7 +7,8 @@ Syntax (see docs/config.md):
 - ``field: int | long``        any of several types
 - ``field: [string]`` or a one-element YAML list: an array of that element type
 - ``field: {a: int, ...}``     an embedded document with its own structure
-- inside an embedded document: ``$nullable: true``, ``$additional_fields: true|false``
+- inside an embedded document: ``$nullable: true``, ``$additional_fields: true|false``,
+  ``$required: [name, ...]`` (fields of that document that must be present whenever it is)
 - ``field: {$array: ELEMENT, $nullable: true}``: a nullable array (long form)
 """
 
@@ -27,10 +28,12 @@ from scalyproxy.config.nodes import (
     line_of,
     mapping,
     read_bool,
+    read_sequence,
+    read_str,
     scalar_value,
 )
 
-_OBJECT_META = ("$nullable", "$additional_fields")
+_OBJECT_META = ("$nullable", "$additional_fields", "$required")
 _ARRAY_META = ("$array", "$nullable")
 
 
@@ -122,13 +125,29 @@ class StructureBuilder:
         if "$array" in entries:
             return self._long_array(entries, path)
         obj = _Node("object", additional=self.additional, line=line_of(node))
-        for meta in _OBJECT_META:
+        for meta in ("$nullable", "$additional_fields"):
             if meta in entries:
                 value = read_bool(entries[meta][1], join(path, meta), self.issues)
                 if value is not INVALID:
                     setattr(obj, "nullable" if meta == "$nullable" else "additional", value)
         self._fields(obj, {k: v for k, v in entries.items() if k not in _OBJECT_META}, path)
+        if "$required" in entries:
+            self._local_required(obj, entries["$required"][1], join(path, "$required"), path)
         return obj
+
+    def _local_required(self, obj: _Node, node: yaml.Node, path: str, parent: str) -> None:
+        """``$required``: names of this embedded document's own fields (no dots)."""
+        items = read_sequence(node, path, self.issues, "a list of this document's field names")
+        for i, item in enumerate(items or ()):
+            name = read_str(item, join(path, i), self.issues, "a field name")
+            if not isinstance(name, str) or join(parent, name) in self.invalid:
+                continue
+            if "." in name:
+                self.issues.add(item, join(path, i), "a $required name is a field of this document, without dots (dotted paths go in the collection's required: list)")
+            elif name not in obj.fields:
+                self.issues.add(item, join(path, i), f"required field {name!r} is not declared in this document (declare it, or remove it)")
+            elif name not in obj.required:
+                obj.required.append(name)
 
     def _long_array(self, entries: dict[str, tuple[yaml.Node, yaml.Node]], path: str) -> _Node | None:
         for key, (key_node, _) in entries.items():

@@ -234,6 +234,63 @@ def test_required_and_shard_key_paths() -> None:
     assert structure.fields["lines"].items is not None and structure.fields["lines"].items.required == ("sku",)
 
 
+def test_local_required_in_an_optional_embedded_document() -> None:
+    text = """collections:
+  a.b:
+    structure:
+      c:
+        $required: [r]
+        r: string
+        i: int
+      lines:
+        - $required: [sku]
+          sku: string
+"""
+    structure = load_config_text(text).collections["a.b"].structure
+    assert structure is not None
+    assert structure.required == ()  # c and lines stay optional
+    assert structure.fields["c"].required == ("r",)
+    items = structure.fields["lines"].items
+    assert items is not None and items.required == ("sku",)
+
+
+def test_local_required_is_enforced_only_where_the_document_is() -> None:
+    from scalyproxy.policy import Command, Engine
+
+    cfg = load_config_text("""collections:
+  a.b:
+    structure:
+      c: {$required: [r], r: string, i: int}
+""")
+    engine = Engine.from_config(cfg)
+
+    def insert(doc: dict[str, object]) -> bool:
+        body = {"insert": "b", "documents": [doc], "$db": "a"}
+        return engine.decide(Command.from_body(body)).allowed
+
+    assert insert({}) and insert({"c": {"r": "x"}})
+    assert not insert({"c": {"i": 1}})
+
+
+def test_local_required_errors() -> None:
+    text = """collections:
+  a.b:
+    structure:
+      c:
+        $required: [nope, x.y, 3]
+        x: {y: int}
+      d: {$required: yes, z: int}
+"""
+    errors = errors_of(text)
+    paths = {(line, path) for line, path, _ in errors}
+    assert (5, "collections.a.b.structure.c.$required.0") in paths
+    assert (5, "collections.a.b.structure.c.$required.1") in paths
+    assert (5, "collections.a.b.structure.c.$required.2") in paths
+    assert (7, "collections.a.b.structure.d.$required") in paths
+    messages = " ".join(m for _, _, m in errors)
+    assert "'nope' is not declared in this document" in messages and "without dots" in messages
+
+
 def test_merge_keys_and_anchors() -> None:
     text = """base: &base {}
 collections:
