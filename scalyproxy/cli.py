@@ -1,4 +1,4 @@
-"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report``."""
+"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report | init-config``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def _build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print a running proxy's shadow-mode report (from its admin listener)")
     report.add_argument("--admin", required=True, help="admin address of the proxy, e.g. 127.0.0.1:9216 or http://host:9216")
     report.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
+    init = sub.add_parser(
+        "init-config",
+        help="write a config (rules in warn) from a live cluster: collections, indexes, shard keys, sampled structure",
+        description="Connect to a mongos (or any MongoDB-compatible server) and write a config that "
+        "`scalyproxy check` accepts, every rule in warn (shadow mode), every choice explained in a comment. "
+        "Exit 0 written, 1 the server could not be read, 2 bad arguments. See docs/onboarding.md.",
+    )
+    from scalyproxy.admin.initconfig.command import add_arguments
+
+    add_arguments(init)
     sub.add_parser(
         "init-cluster",
         help="initiate a fresh sharded cluster and shard the declared collections (see --help)",
@@ -61,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scalyproxy.server.main import run_from_args
 
         return run_from_args(args)
+    if args.command == "init-config":
+        from scalyproxy.admin.initconfig.command import main as init_config_main
+
+        return init_config_main(args)
     if args.command == "report":
         from scalyproxy.admin.report_cli import main as report_main
 
