@@ -178,13 +178,17 @@ def _collection(
 ) -> CollectionPlan:
     sampled = cluster.sample(entry.namespace, size)
     indexes = cluster.indexes(entry.namespace)
-    print(f"[{i}/{total}] {entry.namespace}: {_progress(sampled)}, {len(indexes)} indexes", file=err, flush=True)
+    shown = f"{len(indexes)} indexes" if isinstance(indexes, list) else f"indexes not read ({indexes})"
+    print(f"[{i}/{total}] {entry.namespace}: {_progress(sampled)}, {shown}", file=err, flush=True)
     if sampled.stats is None:
         note = f"the sample could not be read: {sampled.error}"
     elif not sampled.stats.docs:
         note = "no documents to sample"
     else:
         note = sample_note(sampled.stats.docs, sampled.estimated, sampled.method)
+    if isinstance(indexes, str):
+        note += f"; the indexes could not be read: {indexes}"
+        indexes = []
     data = CollectionInput(entry.namespace, entry.options, sampled.stats, note, indexes,
                            catalogue.get(entry.namespace), overrides.get(entry.namespace), entry.type)
     try:

@@ -102,9 +102,15 @@ class Cluster:
         found = self.client.list_databases(nameOnly=True, authorizedDatabases=True)
         return sorted(d["name"] for d in found if d["name"] not in SYSTEM_DATABASES)
 
-    def indexes(self, ns: str) -> list[Mapping[str, Any]]:
+    def indexes(self, ns: str) -> list[Mapping[str, Any]] | str:
+        """The ``listIndexes`` documents, or why they could not be read."""
+        from pymongo.errors import OperationFailure
+
         db, _, coll = ns.partition(".")
-        return [dict(ix) for ix in self.client[db][coll].list_indexes()]
+        try:
+            return [dict(ix) for ix in self.client[db][coll].list_indexes()]
+        except OperationFailure as exc:
+            return _first_line(exc)
 
     def catalogue(self, namespaces: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         """``config.collections`` entries by namespace; raises SourceError when it cannot be read."""

@@ -85,3 +85,52 @@ def test_the_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     write_atomic(str(target), "third: 3\n")
     assert target.read_text() == "third: 3\n" and target.stat().st_mode & 0o777 == 0o640
 
+
+
+class _Unreadable:
+    """Stands in for the pymongo side (source.Cluster) of a collection the account may not read."""
+
+    def sample(self, ns: str, size: int) -> Any:
+        from scalyproxy.admin.initconfig.source import Sampled
+
+        return Sampled(None, "-", None, 0.01, "not authorized on shop to execute command { aggregate: ... }")
+
+    def indexes(self, ns: str) -> str:
+        return "not authorized on shop to execute command { listIndexes: ... }"
+
+
+def test_a_collection_that_cannot_be_read_is_written_without_structure(capsys: Any) -> None:
+    import sys
+
+    from scalyproxy.admin.initconfig.command import _collection
+    from scalyproxy.admin.initconfig.model import ConfigPlan
+    from scalyproxy.admin.initconfig.render import render
+    from scalyproxy.admin.initconfig.source import Listed
+    from scalyproxy.config import load_config_text
+
+    plan = _collection(_Unreadable(), Listed("shop.secret", "collection", {}), 1, 1, 10, {}, {},  # type: ignore[arg-type]
+                       sys.stderr)
+    assert plan.structure is None and plan.indexes == ()
+    assert plan.notes[0].startswith("the sample could not be read: not authorized on shop")
+    assert "; the indexes could not be read: not authorized" in plan.notes[0]
+    assert "[1/1] shop.secret: not sampled (not authorized" in capsys.readouterr().err
+    assert load_config_text(render(ConfigPlan("mongodb://h:1", (plan,)))).collections["shop.secret"].structure is None
+
+
+def test_views_and_system_collections_are_left_out_and_listed() -> None:
+    import argparse
+
+    from scalyproxy.admin.initconfig.command import UsageError, _choose, _Run
+    from scalyproxy.admin.initconfig.source import Listed
+
+    listed = [Listed("blog.posts", "collection", {}), Listed("blog.recent", "view", {"viewOn": "posts"}),
+              Listed("blog.system.profile", "collection", {}), Listed("metrics.cpu", "timeseries", {})]
+    info = _Run()
+    args = argparse.Namespace(include=[], exclude=[])
+    chosen = _choose(listed, args, {}, info)
+    assert [c.namespace for c in chosen] == ["blog.posts", "metrics.cpu"]
+    assert info.skipped == ("blog.recent: a view (its collection is what the proxy guards)",
+                            "blog.system.profile: a system collection")
+    with pytest.raises(UsageError, match=r"no collection matched .* the server has 2 outside admin, config and local: "
+                                         r"blog.posts, metrics.cpu"):
+        _choose(listed, argparse.Namespace(include=["shop.*"], exclude=[]), {}, _Run())
