@@ -137,33 +137,23 @@ def _is_rare(seen: int, docs: int) -> bool:
 
 def _document(stats: DocStats, path: str, where: str, root: bool = False) -> Node:
     docs = stats.docs
-    rare = [n for n, v in stats.fields.items() if _is_rare(v.count, docs)]
+    rare = {n for n, v in stats.fields.items() if _is_rare(v.count, docs)}
     too_many = docs >= MIN_DOCUMENTS_TO_OPEN and (len(rare) > MAX_RARE_FIELDS or stats.untracked > 0)
-    notes: list[str] = []
+    reasons = []
     if too_many:
         beyond = f", and more than {count(MAX_TRACKED_FIELDS)} distinct names" if stats.untracked else ""
-        notes.append(
-            f"open: {count(len(rare))} field names are rare (each in fewer than {RARE_PERCENT}% of the "
-            f"{count(docs)} {where}, or in only one){beyond}; they are left out and any field is accepted"
-        )
+        reasons.append(f"{count(len(rare))} field names are rare (each in fewer than {RARE_PERCENT}% of the "
+                       f"{count(docs)} {where}, or in only one){beyond}")
     if stats.undeclarable:
-        notes.append(
-            f"open: {count(len(stats.undeclarable))} field name(s) cannot be declared "
-            "(a dot or a leading $); any field is accepted"
-        )
+        reasons.append(f"{count(len(stats.undeclarable))} field name(s) cannot be declared (a dot or a leading $)")
     kept = [n for n in stats.fields if not (too_many and n in rare)]
     fields = tuple(_field(name, stats.fields[name], docs, path, where, root) for name in kept)
-    node = Node("object", fields=fields, additional=bool(notes), notes=tuple(notes))
     if not fields and not root:
-        return Node("scalar", types=("object",), notes=_empty_document_notes(node, docs))
-    return node
-
-
-def _empty_document_notes(node: Node, docs: int) -> tuple[str, ...]:
-    if node.notes:
-        return (node.notes[0].replace("open:", "map-like:", 1).replace(
-            "; they are left out and any field is accepted", ": any embedded document"),)
-    return (f"only empty documents in the {count(docs)} seen: any embedded document",)
+        why = f"map-like: {'; '.join(reasons)}" if reasons else f"only empty documents in the {count(docs)} seen"
+        return Node("scalar", types=("object",), notes=(f"{why}: any embedded document",))
+    notes = tuple(f"open: {r}; {'they are left out and ' if too_many and i == 0 else ''}any field is accepted"
+                  for i, r in enumerate(reasons))
+    return Node("object", fields=fields, additional=bool(reasons), notes=notes)
 
 
 def _field(name: str, stats: ValueStats, docs: int, parent: str, where: str, root: bool) -> Field:

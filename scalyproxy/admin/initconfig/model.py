@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from scalyproxy.config.model import BSON_TYPE_NAMES, TYPE_NAMES, TypeSpec
+from scalyproxy.config.model import TYPE_NAMES, TypeSpec
 
 Kind = Literal["scalar", "object", "array"]
 
@@ -87,15 +87,6 @@ class Field:
     node: Node
     required: bool = False
     note: str = ""  # presence: "optional: in 812 of 1,000 sampled documents"
-
-
-def scalar(*names: str, nullable: bool = False, notes: tuple[str, ...] = ()) -> Node:
-    types = canonical(names)
-    return Node("scalar", types=types, nullable=nullable or "null" in names, notes=notes)
-
-
-ANY_DOCUMENT = Node("scalar", types=("object",))
-KNOWN_TYPES = frozenset(BSON_TYPE_NAMES) | {"number", "any"}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from dataclasses import replace
 from typing import Any, Final
 
 from scalyproxy.admin.initconfig.infer import declarable
-from scalyproxy.admin.initconfig.model import KNOWN_TYPES, NUMERIC, Field, Node, canonical
+from scalyproxy.admin.initconfig.model import NUMERIC, Field, Node, canonical
+from scalyproxy.config.model import TYPE_NAMES
 from scalyproxy.policy.bsontypes import type_name
 
 SOURCE: Final = "$jsonSchema validator"
@@ -28,7 +29,7 @@ _OPEN: Final = "open:"
 _JSON_TYPES: Final = {"boolean": "bool", "integer": "long", "number": "number", "string": "string",
                       "object": "object", "array": "array", "null": "null"}
 _UNSUPPORTED: Final = ("anyOf", "oneOf", "allOf", "not", "patternProperties", "dependencies")
-_BSON_NAMES: Final = KNOWN_TYPES - {"any"}
+_BSON_NAMES: Final = frozenset(TYPE_NAMES) - {"any"}  # the aliases $jsonSchema knows, number included
 
 
 def from_validator(validator: Any) -> tuple[Node | None, tuple[str, ...]]:
