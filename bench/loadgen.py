@@ -7,6 +7,13 @@ Each connection is a request/response loop (no pipelining) over a raw socket
 :mod:`bench.messages`), so that the generator costs little per round trip.
 Every connection sends a ``hello`` first, as drivers do.
 
+Every reply is checked on its bytes: it must say ``ok: 1.0`` and carry no ``errmsg``
+(no error, no write error), or else it counts as an error. With ``--workload mix`` the
+commands follow :func:`bench.messages.mix_ring` (the kinds in a fixed interleaving by
+their shares), and with ``--policy`` (the path applies the mix config) the global query
+of kind ``refused`` must instead come back refused with ScalyGlobalQuery (code 29001).
+The result counts the replies of each kind and the refusals.
+
 Protocol with the orchestrator (one line each way):
   -> ``ready``                   all connections are open and handshaken
   <- ``go``                      start the loops (warm-up)
@@ -40,10 +47,20 @@ from bench import messages as m
 _INT = struct.Struct("<i")
 RING = 1024
 
-WORKLOADS: dict[str, Callable[[], list[bytes]]] = {
-    "insert": lambda: m.ring(m.insert_one, RING),
-    "find": lambda: m.ring(m.find_by_key, RING),
-    "insert_many": lambda: m.ring(m.insert_many, 4),
+RING_MIX = 1000  # ten cycles of the mix's 100-command schedule
+OK_1 = b"\x01ok\x00" + struct.pack("<d", 1.0)
+GLOBAL_QUERY = b"\x10code\x00" + struct.pack("<i", 29001)  # ScalyGlobalQuery, as an int32 code
+
+
+def _single(workload: str, build: Callable[[int], bytes], count: int) -> list[tuple[str, bytes]]:
+    return [(workload, msg) for msg in m.ring(build, count)]
+
+
+WORKLOADS: dict[str, Callable[[], list[tuple[str, bytes]]]] = {
+    "insert": lambda: _single("insert", m.insert_one, RING),
+    "find": lambda: _single("find", m.find_by_key, RING),
+    "insert_many": lambda: _single("insert_many", m.insert_many, 4),
+    "mix": lambda: m.mix_ring(RING_MIX),
     "idle": lambda: [],
 }
 
@@ -57,6 +74,9 @@ class Stats:
         self.count = 0
         self.latencies = array("q")
         self.errors = 0
+        self.refused = 0
+        self.kinds: array[int] = array("q")
+        self.bad_reply = b""  # the first reply that failed its check (for the report)
         self.mark_at = 0.0
         self.stop_at = 0.0
 
@@ -64,8 +84,9 @@ class Stats:
 class Client(asyncio.Protocol):
     """One connection: send, wait for the whole reply, record, send the next."""
 
-    def __init__(self, messages: list[bytes], offset: int, stats: Stats, handshaken: asyncio.Future[None]) -> None:
-        self.messages = messages
+    def __init__(self, plan: Plan, offset: int, stats: Stats, handshaken: asyncio.Future[None]) -> None:
+        self.plan = plan
+        self.messages = plan.messages
         self.index = offset
         self.stats = stats
         self.handshaken: asyncio.Future[None] | None = handshaken
@@ -109,8 +130,18 @@ class Client(asyncio.Protocol):
         if stats.counting:
             stats.latencies.append(time.perf_counter_ns() - self.sent)
             stats.count += 1
-            if b"errmsg" in reply:
+            index = self.index
+            plan = self.plan
+            stats.kinds[plan.kind[index]] += 1
+            if plan.refuse[index]:
+                good = GLOBAL_QUERY in reply
+                stats.refused += good
+            else:
+                good = OK_1 in reply and b"errmsg" not in reply
+            if not good:
                 stats.errors += 1
+                if not stats.bad_reply:
+                    stats.bad_reply = reply[:400]
         if stats.running:
             self.send_next()
 
@@ -130,7 +161,17 @@ def quantiles(samples: array[int], points: int = 1000) -> list[float]:
     return [ordered[min(n - 1, int((i + 0.5) * n / points))] / 1e6 for i in range(points)]
 
 
-async def open_all(host: str, port: int, count: int, messages: list[bytes], stats: Stats) -> list[Client]:
+class Plan:
+    """The messages a connection cycles through, each with its kind and the reply it expects."""
+
+    def __init__(self, ring: list[tuple[str, bytes]], policy: bool) -> None:
+        self.names = sorted({kind for kind, _ in ring})
+        self.messages = [msg for _, msg in ring]
+        self.kind = [self.names.index(kind) for kind, _ in ring]
+        self.refuse = [policy and kind == "refused" for kind, _ in ring]
+
+
+async def open_all(host: str, port: int, count: int, plan: Plan, stats: Stats) -> list[Client]:
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
     for start in range(0, count, 500):  # in waves, not to overflow the listen backlog
@@ -138,7 +179,7 @@ async def open_all(host: str, port: int, count: int, messages: list[bytes], stat
         for i in range(start, min(count, start + 500)):
             done: asyncio.Future[None] = loop.create_future()
             _, proto = await loop.create_connection(
-                lambda i=i, done=done: Client(messages, (i * 37) % max(1, len(messages)), stats, done), host, port)
+                lambda i=i, done=done: Client(plan, (i * 37) % max(1, len(plan.messages)), stats, done), host, port)
             clients.append(proto)
             wave.append(done)
         await asyncio.wait_for(asyncio.gather(*wave), 60)
@@ -147,13 +188,14 @@ async def open_all(host: str, port: int, count: int, messages: list[bytes], stat
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     host, _, port = args.target.rpartition(":")
-    messages = WORKLOADS[args.workload]()
+    plan = Plan(WORKLOADS[args.workload](), args.policy)
     stats = Stats()
-    clients = await open_all(host, int(port), args.connections, messages, stats)
+    stats.kinds.extend([0] * len(plan.names))
+    clients = await open_all(host, int(port), args.connections, plan, stats)
     lines = Lines()
     say("ready")
     await lines.expect("go")
-    if messages:
+    if plan.messages:
         stats.running = True
         for c in clients:
             c.send_next()
@@ -169,6 +211,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "round_trips": stats.count,
         "seconds": stats.stop_at - stats.mark_at,
         "errors": stats.errors,
+        "refused": stats.refused,
+        "kinds": dict(zip(plan.names, stats.kinds, strict=True)),
+        "bad_reply": stats.bad_reply.hex(),
         "open": open_now,
         "quantiles_ms": quantiles(stats.latencies),
     }
@@ -209,6 +254,8 @@ def main() -> None:
     parser.add_argument("--target", required=True, help="HOST:PORT")
     parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--policy", action="store_true",
+                        help="the path applies the mix config: expect ScalyGlobalQuery for the mix's global query")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -141,3 +141,90 @@ def count_documents(message: bytes | bytearray | memoryview) -> int:
             break
         pos += 1 + size
     return n
+
+
+# -- the mixed workload: an application's traffic ---------------------------------------
+
+#: Kinds of the mixed workload with their share in percent (sum 100), in schedule order.
+MIX: tuple[tuple[str, int], ...] = (
+    ("find", 50), ("update", 15), ("insert", 10), ("delete", 5), ("aggregate", 10), ("count", 5),
+    ("refused", 3), ("warned", 2),
+)
+#: Posts the reads and updates of the mix address (the backend is seeded with post(0..SEEDED-1)).
+SEEDED = 20
+#: The mix inserts posts under this author with MIX_KEYS titles and deletes them by the same keys.
+MIX_AUTHOR = "mix-writer"
+MIX_KEYS = 16
+#: A second sharded collection, in warn mode for global queries in the mix config: the warned part.
+WARN_COLLECTION = "post_comments"
+WARN_COLLECTION_CONFIG: dict[str, Any] = {
+    "structure": {"post_author": "string", "post_title": "string", "comment": "string"},
+    "rules": {"global_query": "warn"},
+    "indexes": [{"fields": ["post_author", "post_title"], "shard_key": True}],
+}
+
+
+def schedule(weights: tuple[tuple[str, int], ...] = MIX) -> list[str]:
+    """One cycle of ``sum(weights)`` kinds, each as often as its weight and spread evenly
+    (smooth weighted round robin: deterministic, no long run of one kind)."""
+    total = sum(w for _, w in weights)
+    current = {kind: 0 for kind, _ in weights}
+    out = []
+    for _ in range(total):
+        for kind, w in weights:
+            current[kind] += w
+        best = max(current, key=lambda k: current[k])  # first of the maxima: the order of MIX
+        current[best] -= total
+        out.append(best)
+    return out
+
+
+def _key(i: int) -> dict[str, str]:
+    """The full shard key of seeded post ``i % SEEDED`` (as :func:`post` writes it)."""
+    i %= SEEDED
+    return {"author": f"user{i % 997:03d}", "title": f"t{i:06d}"}
+
+
+def _write(command: str, identifier: str, statement: dict[str, Any]) -> bytes:
+    body = {command: COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
+    return op_msg(body, {identifier: [bson.encode(statement)]})
+
+
+def mix_message(kind: str, i: int) -> bytes:
+    """The ``i``-th command of ``kind``, as pymongo sends it (lsid, kind-1 sections for writes)."""
+    if kind == "find":  # find_one by the full shard key
+        return op_msg({"find": COLLECTION, "filter": _key(i), "limit": 1, "singleBatch": True,
+                       "lsid": LSID, "$db": DB})
+    if kind == "update":  # update_one by the full shard key: an edit of the body (the post stays 1 KB)
+        edit = {"$set": {"body": post(i)["body"].replace("lorem", f"v{i % 1000:03d}", 1)}, "$inc": {"unique_views": 1}}
+        return _write("update", "updates", {"q": _key(i), "u": edit, "multi": False, "upsert": False})
+    if kind == "insert":  # insert_one of a 1 KB post
+        doc = post(i)
+        doc.update(author=MIX_AUTHOR, title=f"m{i % MIX_KEYS:02d}")
+        return _write("insert", "documents", doc)
+    if kind == "delete":  # delete_many by the full shard key (the posts the inserts added)
+        return _write("delete", "deletes", {"q": {"author": MIX_AUTHOR, "title": f"m{i % MIX_KEYS:02d}"},
+                                            "limit": 0})
+    if kind == "aggregate":  # a pipeline whose first stage is a targeted $match
+        return op_msg({"aggregate": COLLECTION, "pipeline": [{"$match": _key(i)}, {"$project": {"body": 0}}],
+                       "cursor": {}, "lsid": LSID, "$db": DB})
+    if kind == "count":  # count_documents' older sibling: the count command by the full key
+        return op_msg({"count": COLLECTION, "query": _key(i), "lsid": LSID, "$db": DB})
+    if kind == "refused":  # a global query: half the shard key (ScalyGlobalQuery under the policy)
+        return op_msg({"find": COLLECTION, "filter": {"author": _key(i)["author"]}, "lsid": LSID, "$db": DB})
+    if kind == "warned":  # a global query on a collection whose global_query rule is in warn mode
+        return op_msg({"find": WARN_COLLECTION, "filter": {"post_author": _key(i)["author"]}, "lsid": LSID,
+                       "$db": DB})
+    raise ValueError(f"unknown kind of the mix: {kind!r}")
+
+
+def mix_ring(count: int = 1000) -> list[tuple[str, bytes]]:
+    """``count`` commands in the order of :func:`schedule`, repeated; request ids ``1..count``."""
+    cycle = schedule()
+    seen = {kind: 0 for kind, _ in MIX}
+    out = []
+    for n in range(count):
+        kind = cycle[n % len(cycle)]
+        out.append((kind, with_request_id(mix_message(kind, seen[kind]), n + 1)))
+        seen[kind] += 1
+    return out
