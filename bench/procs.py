@@ -37,14 +37,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in KiB."""
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (a supervisor's workers and theirs), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime of ``pid`` and of each live process below it, by PID (a process that
+    ended since the last sample takes its CPU with it: workers are not expected to die)."""
     out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
+    for p in [pid, *descendants(pid)]:
+        try:
+            out[p] = cpu_seconds(p)
+        except OSError:
+            pass
+    return out
+
+
+def memory_kib(pid: int, missing_ok: bool = False) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in KiB (``missing_ok``: zeros for a process that has ended)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in out:
+                    out[key] = int(value.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        if not missing_ok:
+            raise
     return out
 
 
@@ -124,7 +160,7 @@ def start_ferretdb() -> tuple[FerretDB, int]:
 
 HAPROXY_CFG = """\
 global
-    nbthread 1
+    nbthread {threads}
     maxconn {maxconn}
     log stderr format raw local0 emerg
 defaults
@@ -149,14 +185,14 @@ def haproxy_binary() -> str | None:
         (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
 
 
-def start_haproxy(upstream_port: int, maxconn: int = 2_000) -> Child:
+def start_haproxy(upstream_port: int, maxconn: int = 2_000, threads: int = 1) -> Child:
     binary = haproxy_binary()
     if binary is None:
         raise RuntimeError("haproxy is not installed (scripts/bench installs it with apt-get)")
     workdir = tempfile.mkdtemp(prefix="scaly-bench-haproxy-")
     port = free_port()
     cfg = Path(workdir) / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(port=port, upstream=upstream_port, maxconn=maxconn))
+    cfg.write_text(HAPROXY_CFG.format(port=port, upstream=upstream_port, maxconn=maxconn, threads=threads))
     proc = _popen([binary, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "haproxy.log", "wb"))
     child = Child("haproxy", proc, port, workdir)
@@ -164,16 +200,48 @@ def start_haproxy(upstream_port: int, maxconn: int = 2_000) -> Child:
     return child
 
 
-def start_scalyproxy(config: Path, upstream_port: int, relay_only: bool = False) -> Child:
+def scalyproxy_has_workers() -> bool:
+    """Whether ``scalyproxy run`` takes ``--workers N`` (issue 19: one process per core)."""
+    out = subprocess.run(_python("-m", "scalyproxy", "run", "--help"), cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    return "--workers" in out.stdout
+
+
+def start_scalyproxy(config: Path, upstream_port: int, relay_only: bool = False, workers: int | None = None) -> Child:
+    """``scalyproxy run``; ``workers``: ``--workers N`` (None: the option is not given, one process)."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="scaly-bench-proxy-")
     args = ["-m", "scalyproxy", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
             "--upstream", f"mongodb://127.0.0.1:{upstream_port}"]
     if relay_only:
         args.append("--relay-only")
+    if workers is not None:
+        args += ["--workers", str(workers)]
     proc = _popen(_python(*args), cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=open(Path(workdir) / "proxy.log", "wb"), stderr=subprocess.STDOUT)
     child = Child("scalyproxy", proc, port, workdir)
+    _wait(child)
+    return child
+
+
+def mongobetween_binary(chosen: str | None) -> str | None:
+    """The mongobetween to compare with: ``chosen`` (``--mongobetween PATH``), else
+    ``$SCALY_BENCH_MONGOBETWEEN``; None when neither names an executable file."""
+    chosen = chosen or os.environ.get("SCALY_BENCH_MONGOBETWEEN")
+    return chosen if chosen and os.path.isfile(chosen) and os.access(chosen, os.X_OK) else None
+
+
+def start_mongobetween(binary: str, upstream_port: int, statsd_port: int) -> Child:
+    """coinbase/mongobetween on 127.0.0.1 in front of ``upstream_port``, with its defaults (the Go
+    driver's pool: maxPoolSize 100) and its statsd metrics sent to ``statsd_port`` on loopback
+    (a UDP socket the suite holds and never reads)."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="scaly-bench-mongobetween-")
+    uri = f"mongodb://127.0.0.1:{upstream_port}/?label=bench"
+    args = [binary, "-network", "tcp4", "-statsd", f"127.0.0.1:{statsd_port}", f"127.0.0.1:{port}={uri}"]
+    proc = _popen(args, stdin=subprocess.DEVNULL, stdout=open(Path(workdir) / "mongobetween.log", "wb"),
+                  stderr=subprocess.STDOUT)
+    child = Child("mongobetween", proc, port, workdir)
     _wait(child)
     return child
 
@@ -190,7 +258,7 @@ def _wait(child: Child) -> None:
 def _log_tail(child: Child) -> str:
     if not child.workdir:
         return ""
-    for name in ("proxy.log", "haproxy.log"):
+    for name in ("proxy.log", "haproxy.log", "mongobetween.log"):
         path = Path(child.workdir) / name
         if path.exists():
             return path.read_text(errors="replace")[-2000:]
@@ -203,13 +271,13 @@ def _log_tail(child: Child) -> str:
 class LoadGen:
     """``procs`` load generator processes sharing ``connections`` between them."""
 
-    def __init__(self, target: str, workload: str, connections: int, procs: int = 1) -> None:
+    def __init__(self, target: str, workload: str, connections: int, procs: int = 1, policy: bool = False) -> None:
         procs = max(1, min(procs, connections))
         shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
         self.procs = [
             _popen(
                 _python("-m", "bench.loadgen", "--target", target, "--workload", workload,
-                        "--connections", str(n)),
+                        "--connections", str(n), *(["--policy"] if policy else [])),
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             for n in shares
         ]
@@ -265,6 +333,9 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": percentile(weighted, 0.50),
         "p99_ms": percentile(weighted, 0.99),
         "errors": sum(r["errors"] for r in results),
+        "refused": sum(r.get("refused", 0) for r in results),
+        "kinds": {k: sum(r.get("kinds", {}).get(k, 0) for r in results) for r in results for k in r.get("kinds", {})},
+        "bad_reply": next((r["bad_reply"] for r in results if r.get("bad_reply")), ""),
         "open": sum(r["open"] for r in results),
     }
 
