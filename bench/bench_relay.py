@@ -1,6 +1,6 @@
 """The relay's own Python cost per round trip, without sockets (not a timed test).
 
-    .venv/bin/python -m bench.bench_relay [--quick] [--profile out.prof]
+    .venv/bin/python -m bench.bench_relay [--quick] [--mix] [--profile out.prof]
 
 A :class:`~scalyproxy.server.relay.ClientConnection` and its
 :class:`~scalyproxy.server.relay.UpstreamConnection` wired to transports that
@@ -10,6 +10,9 @@ measures is what the relay adds on top of the socket calls (the end-to-end suite
 :mod:`bench.suite`, measures those too). Rows: relay only, full policy with the
 no-op hooks, full policy with the admin hooks (metrics) the running proxy uses,
 and the parts the relay calls into (``command_view``, then ``engine.decide``).
+With ``--mix``: the same for each kind of command of the mixed workload (workload 6 of
+:mod:`bench.suite`, under its config), and the mix itself in its proportions; a refused
+command gets no reply from upstream (the relay answers it).
 Each figure is the minimum over interleaved rounds of this thread's CPU time.
 """
 
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bench import messages as m
 from bench.canned import Canned
-from scalyproxy.config import load_config
+from scalyproxy.config import ProxyConfig, load_config, load_config_text
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.server.proxy import Proxy
 from scalyproxy.server.relay import ClientConnection, RawRelayConnection, UpstreamConnection
@@ -64,19 +68,19 @@ class _Host:
     address = "127.0.0.1:1"
 
 
-def admin_hooks() -> Hooks:
+def admin_hooks(cfg: ProxyConfig | None = None) -> Hooks:
     try:
         from scalyproxy.admin.events import AdminHooks
         from scalyproxy.admin.metrics import Metrics
         from scalyproxy.admin.report import ShadowReport
     except ImportError:
         return Hooks()
-    cfg = load_config(BLOG)
+    cfg = cfg or load_config(BLOG)
     return AdminHooks(Metrics(cfg.collections), ShadowReport(cfg.report_size))  # type: ignore[no-untyped-call]
 
 
-def wire(relay_only: bool, hooks: Hooks) -> tuple[ClientConnection, UpstreamConnection]:
-    proxy = Proxy(load_config(BLOG), hooks, relay_only=relay_only)
+def wire(relay_only: bool, hooks: Hooks, cfg: ProxyConfig | None = None) -> tuple[ClientConnection, UpstreamConnection]:
+    proxy = Proxy(cfg or load_config(BLOG), hooks, relay_only=relay_only)
     client = (RawRelayConnection if relay_only else ClientConnection)(proxy)
     client.transport = NullTransport()  # type: ignore[assignment]
     upstream = UpstreamConnection(client, _Host())  # type: ignore[arg-type]
@@ -89,13 +93,35 @@ def wire(relay_only: bool, hooks: Hooks) -> tuple[ClientConnection, UpstreamConn
 
 
 def round_trips(client: ClientConnection, upstream: UpstreamConnection, requests: list[bytes],
-                replies: list[bytes]) -> Callable[[int], None]:
+                replies: list[bytes | None]) -> Callable[[int], None]:
+    """``replies[i]`` None: the relay answers request ``i`` itself (a refusal), upstream says nothing."""
     def run(n: int) -> None:
         feed, back = client.data_received, upstream.data_received
         for i in range(n):
             feed(requests[i & 1023])
-            back(replies[i & 1023])
+            reply = replies[i & 1023]
+            if reply is not None:
+                back(reply)
     return run
+
+
+def mix_cases(canned: Canned) -> dict[str, Callable[[int], None]]:
+    """Workload 6 through the relay with the full policy and the admin hooks: each kind alone, then
+    the mix in its proportions (:func:`bench.messages.mix_ring`), under the suite's mix config."""
+    from bench.suite import mix_config_text
+
+    cfg = load_config_text(mix_config_text())
+    replies = {"find": canned.cursor, "aggregate": canned.cursor, "update": canned.writes[1],
+               "insert": canned.writes[1], "delete": canned.writes[1], "count": canned.ok, "warned": canned.cursor}
+    rings = {kind: [(kind, m.with_request_id(m.mix_message(kind, i), i + 1)) for i in range(1024)] for kind, _ in m.MIX}
+    rings["(the mix)"] = m.mix_ring(1024)
+    cases = {}
+    for label, ring in rings.items():
+        c, u = wire(False, admin_hooks(cfg), cfg)
+        requests = [msg for _, msg in ring]
+        answers = [None if kind == "refused" else canned.op_msg(i + 1, replies[kind]) for i, (kind, _) in enumerate(ring)]
+        cases[f"mix, {label}: full, admin hooks"] = round_trips(c, u, requests, answers)
+    return cases
 
 
 def _each(fn: Callable[[Any], object], items: list[Any]) -> Callable[[int], None]:
@@ -108,6 +134,7 @@ def _each(fn: Callable[[Any], object], items: list[Any]) -> Callable[[int], None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mix", action="store_true", help="also each kind of the mixed workload (workload 6)")
     parser.add_argument("--profile", help="write a cProfile of one case here (see --case)")
     parser.add_argument("--case", default="find: full, admin hooks", help="the case to profile")
     args = parser.parse_args()
@@ -123,6 +150,11 @@ def main() -> None:
                                          ("full, admin hooks", False, admin_hooks())):
             c, u = wire(relay_only, hooks)
             cases[f"{wl}: {label}"] = round_trips(c, u, requests, replies)
+    if args.mix:
+        from scalyproxy.logs import log
+
+        log.stream = open(os.devnull, "w")  # noqa: SIM115  (each refusal and warning is logged: a write each, as live)
+        cases.update(mix_cases(canned))
     engine = Proxy(load_config(BLOG), Hooks()).engine
     for wl, (requests, _) in workloads.items():  # the parts of a round trip the relay calls into
         frames = [make_frame(r) for r in requests]
@@ -135,7 +167,7 @@ def main() -> None:
             fn(number)
             best[k] = min(best[k], (time.thread_time() - start) / number * 1e6)
     for k, us in best.items():
-        print(f"{k:32} {us:7.2f} us per round trip")
+        print(f"{k:44} {us:7.2f} us per round trip")
     if args.profile:
         cProfile.runctx("fn(number)", {"fn": cases[args.case], "number": number}, {},
                         args.profile)
