@@ -76,8 +76,10 @@ class CpuBudget:
             raise
 
     def add(self, pid: int) -> None:
-        """Move ``pid`` (all its threads) and the processes below it into the group."""
-        for p in [pid, *procs.descendants(pid)]:
+        """Move ``pid`` (all its threads) into the group, then the processes below it (those it
+        starts from now on are born in the group)."""
+        (self.path / "cgroup.procs").write_text(str(pid))
+        for p in procs.descendants(pid):
             try:
                 (self.path / "cgroup.procs").write_text(str(p))
             except ProcessLookupError:

@@ -60,8 +60,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import budget, procs
 from bench import messages as m
-from bench import procs
 from bench.procs import Child, LoadGen
 
 ROOT = procs.ROOT
@@ -214,7 +214,7 @@ class Probe:
     policy: bool = False  # the relay applies the mix config: the mix's global query comes back refused
     on_spawn: Callable[[LoadGen], None] | None = None  # e.g. put the load generators in a CPU budget
     load_pids: tuple[int, ...] = ()  # the backend, counted with the load generators (workload 6b)
-    budgets: dict[str, Any] = field(default_factory=dict)  # name -> bench.budget.CpuBudget to read
+    budgets: dict[str, budget.CpuBudget] = field(default_factory=dict)  # their throttling is read too
 
 
 def measure(s: Settings, workload: str, connections: int, probe: Probe, window: float) -> dict[str, Any]:
@@ -601,11 +601,9 @@ class Scaling:
     worker or thread. One worker against two, HAProxy's one thread against two beside them."""
 
     def __init__(self, s: Settings, workdir: Path, log: Callable[[str], None], how: str) -> None:
-        from bench import budget
-
         self.s, self.log, self.how = s, log, how
         self.children: list[Child] = []
-        self.groups: list[Any] = []
+        self.groups: list[budget.CpuBudget] = []
         budget.remove_stale()
         try:
             self.load = self._group("load", s.budget_load)
@@ -620,7 +618,7 @@ class Scaling:
             starts.append(("full", 1, lambda: procs.start_scalyproxy(config, canned.port)))
             if s.workers:
                 starts.append(("full-w2", WORKERS, lambda: procs.start_scalyproxy(config, canned.port, workers=WORKERS)))
-            self.paths: list[tuple[str, int, Child, Any]] = []
+            self.paths: list[tuple[str, int, Child, budget.CpuBudget]] = []
             for name, units, start in starts:
                 child = self._own(start())
                 group = self._group(name, units * s.budget_core)
@@ -634,10 +632,8 @@ class Scaling:
         self.children.append(child)
         return child
 
-    def _group(self, name: str, cpus: float) -> Any:
-        from bench.budget import CpuBudget
-
-        group = CpuBudget(name, cpus)
+    def _group(self, name: str, cpus: float) -> budget.CpuBudget:
+        group = budget.CpuBudget(name, cpus)
         self.groups.append(group)
         return group
 
@@ -677,8 +673,6 @@ def _fmt_share(used: float | None, budget: float) -> str:
 
 def run_scaling(s: Settings, workdir: Path, log: Callable[[str], None], failures: list[str],
                 notes: list[str]) -> list[Result]:
-    from bench import budget
-
     version, how = budget.support()
     if version is None:
         notes.append(f"Workload 6b (the mix with the proxy as the bottleneck) was skipped: {how}. It needs "
@@ -749,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"Workload 5 used {s.idle_connections} connections: the fd limit ({fd_limit}) must hold a "
                      "client and an upstream socket per connection in the proxy.")
     if "mix" in s.workloads and s.mongobetween is None:
-        notes.append("mongobetween: not measured (no binary given). Build coinbase/mongobetween from its source "
+        given = args.mongobetween or os.environ.get("SCALY_BENCH_MONGOBETWEEN")
+        why = f"{given} is not an executable file" if given else "no binary given"
+        notes.append(f"mongobetween: not measured ({why}). Build coinbase/mongobetween from its source "
                      "(`go build`) and pass `--mongobetween PATH` to measure it beside the others.")
         log("note: " + notes[-1])
     elif "mix" in s.workloads:
