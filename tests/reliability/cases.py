@@ -7,7 +7,6 @@ import struct
 import zlib
 
 from tests.reliability.helpers import (
-    BSON_CORPUS,
     OP_COMMAND,
     OP_COMPRESSED,
     OP_DELETE,
@@ -22,6 +21,7 @@ from tests.reliability.helpers import (
     op_msg_raw,
     seq_section,
 )
+from tests.vectors import bson_corpus_files
 
 PING = {"ping": 1, "$db": "admin"}
 FIND = {"find": "blog_posts", "filter": {"author": "a", "title": "t"}, "$db": "blog"}
@@ -29,7 +29,7 @@ FIND = {"find": "blog_posts", "filter": {"author": "a", "title": "t"}, "$db": "b
 
 def decode_errors() -> list[tuple[str, bytes]]:
     cases = []
-    for path in sorted(BSON_CORPUS.glob("*.json")):
+    for path in bson_corpus_files():
         for case in json.loads(path.read_text()).get("decodeErrors", []):
             cases.append((f"{path.stem}: {case['description']}", bytes.fromhex(case["bson"])))
     return cases

@@ -26,7 +26,6 @@ from crc32c import crc32c
 
 STRESS = os.environ.get("STRESS", "") not in ("", "0")
 ROOT = Path(__file__).resolve().parents[2]
-BSON_CORPUS = ROOT / ".." / "shared" / "vectors" / "bson-corpus"
 
 OP_REPLY, OP_UPDATE, OP_INSERT, OP_QUERY, OP_GET_MORE = 1, 2001, 2002, 2004, 2005
 OP_DELETE, OP_KILL_CURSORS, OP_COMMAND, OP_COMPRESSED, OP_MSG = 2006, 2007, 2010, 2012, 2013

@@ -1,17 +1,18 @@
 """Byte-level builders for test messages, written independently of the codec's
-encoders (like the server's OpMsgBytes test helper), plus the bson-corpus path."""
+encoders (like the server's OpMsgBytes test helper), plus the bson-corpus cases."""
 
 from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import bson
 from crc32c import crc32c
 
-CORPUS = Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors" / "bson-corpus"
+from tests.vectors import BSON_CORPUS as CORPUS
+from tests.vectors import bson_corpus_files
+
 
 BODY = 0
 SEQUENCE = 1
@@ -73,7 +74,7 @@ def ping(**extra: Any) -> bytes:
 def corpus_cases(section: str) -> list[tuple[str, dict[str, Any]]]:
     """(file: description, case) for every case of a section in every corpus file."""
     cases = []
-    for path in sorted(CORPUS.glob("*.json")):
+    for path in bson_corpus_files():
         data = json.loads(path.read_text())
         for case in data.get(section, []):
             cases.append((f"{path.name}: {case['description']}", case))
