@@ -1,5 +1,5 @@
 # Thin aliases for the scripts; the README names the scripts themselves.
-.PHONY: setup run test bench bench-quick stress
+.PHONY: setup run test bench bench-quick stress driver-table
 setup:
 	./scripts/setup
 run:
@@ -12,3 +12,6 @@ bench-quick:
 	./scripts/bench --quick
 stress:
 	./scripts/stress
+# rewrite the README's driver table from the last driver-tier run (.cache/driver-results.json)
+driver-table:
+	.venv/bin/python scripts/driver_table.py --update README.md
