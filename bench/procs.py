@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalyproxy.backend import FerretDB, free_port, wait_for_port
+from scalyproxy.backend import BackendError, FerretDB, port_of, read_announcement
+from scalyproxy.server.main import LISTENING_LINE
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -169,7 +171,7 @@ defaults
     timeout client 10m
     timeout server 10m
 frontend bench
-    bind 127.0.0.1:{port}
+    bind {bind}
     default_backend upstream
 backend upstream
     server s1 127.0.0.1:{upstream}
@@ -186,17 +188,22 @@ def haproxy_binary() -> str | None:
 
 
 def start_haproxy(upstream_port: int, maxconn: int = 2_000, threads: int = 1) -> Child:
+    """HAProxy on a socket this process binds to 127.0.0.1:0 and hands over (``bind fd@N``):
+    HAProxy cannot report a port it picked itself, so it gets one already bound."""
     binary = haproxy_binary()
     if binary is None:
         raise RuntimeError("haproxy is not installed (scripts/bench installs it with apt-get)")
     workdir = tempfile.mkdtemp(prefix="scaly-bench-haproxy-")
-    port = free_port()
-    cfg = Path(workdir) / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(port=port, upstream=upstream_port, maxconn=maxconn, threads=threads))
-    proc = _popen([binary, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "haproxy.log", "wb"))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        cfg = Path(workdir) / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CFG.format(bind=f"fd@{sock.fileno()}", upstream=upstream_port, maxconn=maxconn,
+                                          threads=threads))
+        proc = _popen([binary, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),),
+                      stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / "haproxy.log", "wb"))
     child = Child("haproxy", proc, port, workdir)
-    _wait(child)
+    _wait_accepting(child)
     return child
 
 
@@ -208,19 +215,24 @@ def scalyproxy_has_workers() -> bool:
 
 
 def start_scalyproxy(config: Path, upstream_port: int, relay_only: bool = False, workers: int | None = None) -> Child:
-    """``scalyproxy run``; ``workers``: ``--workers N`` (None: the option is not given, one process)."""
-    port = free_port()
+    """``scalyproxy run`` on 127.0.0.1:0; the port is read from the line it prints once bound.
+    ``workers``: ``--workers N`` (None: the option is not given, one process)."""
     workdir = tempfile.mkdtemp(prefix="scaly-bench-proxy-")
-    args = ["-m", "scalyproxy", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+    log = Path(workdir) / "proxy.log"
+    args = ["-m", "scalyproxy", "run", "--config", str(config), "--listen", "127.0.0.1:0",
             "--upstream", f"mongodb://127.0.0.1:{upstream_port}"]
     if relay_only:
         args.append("--relay-only")
     if workers is not None:
         args += ["--workers", str(workers)]
-    proc = _popen(_python(*args), cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=open(Path(workdir) / "proxy.log", "wb"), stderr=subprocess.STDOUT)
-    child = Child("scalyproxy", proc, port, workdir)
-    _wait(child)
+    with open(log, "wb") as out:
+        proc = _popen(_python(*args), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    child = Child("scalyproxy", proc, 0, workdir)
+    try:
+        child.port = port_of(read_announcement(log, LISTENING_LINE, proc, 30)["address"])
+    except BackendError as exc:
+        child.stop()
+        raise RuntimeError(f"scalyproxy did not start: {exc}") from None
     return child
 
 
@@ -234,25 +246,64 @@ def mongobetween_binary(chosen: str | None) -> str | None:
 def start_mongobetween(binary: str, upstream_port: int, statsd_port: int) -> Child:
     """coinbase/mongobetween on 127.0.0.1 in front of ``upstream_port``, with its defaults (the Go
     driver's pool: maxPoolSize 100) and its statsd metrics sent to ``statsd_port`` on loopback
-    (a UDP socket the suite holds and never reads)."""
-    port = free_port()
+    (a UDP socket the suite holds and never reads). It listens on port 0 and does not say
+    where: the port is read from the kernel's table of the process's listening sockets."""
     workdir = tempfile.mkdtemp(prefix="scaly-bench-mongobetween-")
     uri = f"mongodb://127.0.0.1:{upstream_port}/?label=bench"
-    args = [binary, "-network", "tcp4", "-statsd", f"127.0.0.1:{statsd_port}", f"127.0.0.1:{port}={uri}"]
+    args = [binary, "-network", "tcp4", "-statsd", f"127.0.0.1:{statsd_port}", f"127.0.0.1:0={uri}"]
     proc = _popen(args, stdin=subprocess.DEVNULL, stdout=open(Path(workdir) / "mongobetween.log", "wb"),
                   stderr=subprocess.STDOUT)
-    child = Child("mongobetween", proc, port, workdir)
-    _wait(child)
+    child = Child("mongobetween", proc, 0, workdir)
+    child.port = _listening_port(child)
     return child
 
 
-def _wait(child: Child) -> None:
-    try:
-        wait_for_port("127.0.0.1", child.port, 30, child.proc)  # type: ignore[arg-type]
-    except Exception:
-        log = _log_tail(child)
-        child.stop()
-        raise RuntimeError(f"{child.name} did not start: {log}") from None
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports (IPv4) that process ``pid`` listens on, from /proc: its socket inodes
+    matched against /proc/net/tcp's LISTEN entries (state 0A)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:
+            ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
+def _listening_port(child: Child, timeout: float = 30.0) -> int:
+    """The one port the child listens on, once it does (it was told port 0)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ports = listening_ports(child.pid) if child.proc.poll() is None else set()
+        if len(ports) == 1:
+            return ports.pop()
+        if child.proc.poll() is not None or time.monotonic() > deadline or len(ports) > 1:
+            log = _log_tail(child)
+            child.stop()
+            raise RuntimeError(f"{child.name} did not start (listening on {sorted(ports)}): {log}")
+        time.sleep(0.05)
+
+
+def _wait_accepting(child: Child, timeout: float = 30.0) -> None:
+    """Until the child accepts on its port (already bound by us: nothing else can take it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", child.port), timeout=0.5):
+                return
+        except OSError:
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                log = _log_tail(child)
+                child.stop()
+                raise RuntimeError(f"{child.name} did not start: {log}") from None
+            time.sleep(0.05)
 
 
 def _log_tail(child: Child) -> str:

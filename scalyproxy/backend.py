@@ -9,9 +9,9 @@ in the checkout, or ``ferretdb`` on ``PATH``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+# the stdout line of tools/ferretdb/main.go once its listener is bound
+FERRETDB_LISTENING = re.compile(r"^listening on (?P<address>\S+)$", re.MULTILINE)
 
 
 class BackendError(RuntimeError):
@@ -42,26 +44,49 @@ def find_ferretdb() -> str:
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS says is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def read_announcement(
+    log_path: str | os.PathLike[str],
+    pattern: re.Pattern[str],
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    offset: int = 0,
+) -> re.Match[str]:
+    """Wait until a line of ``log_path`` (from byte ``offset``) matches ``pattern``.
 
-
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until something accepts TCP connections on host:port."""
+    How a server started on port 0 is found: it binds, then prints its real
+    address; the caller reads it here instead of picking a "free" port first and
+    hoping nothing takes it before the server binds it. BackendError, quoting the
+    end of the log, when the process exits or ``timeout`` passes first.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        if proc is not None and proc.poll() is not None:
-            raise BackendError(f"process exited with status {proc.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise BackendError(f"nothing listening on {host}:{port} after {timeout:.0f}s") from None
-            time.sleep(0.05)
+        text = _read_from(log_path, offset)
+        found = pattern.search(text)
+        if found:
+            return found
+        if proc.poll() is not None:
+            problem = f"exited with status {proc.returncode} before announcing its address"
+        elif time.monotonic() > deadline:
+            problem = f"announced no address within {timeout:.0f}s"
+        else:
+            time.sleep(0.02)
+            continue
+        tail = text[-3000:].strip() or "(empty)"
+        raise BackendError(f"{problem} (a line matching {pattern.pattern!r}); {log_path} says:\n{tail}")
+
+
+def _read_from(path: str | os.PathLike[str], offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def port_of(address: str) -> int:
+    """The port of ``HOST:PORT`` or ``[V6HOST]:PORT``."""
+    return int(address.rpartition(":")[2])
 
 
 @dataclass
@@ -80,15 +105,19 @@ class FerretDB:
         return f"mongodb://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> FerretDB:
+        """Start on ``port`` (0, the default: the OS picks one) and read the real port back.
+
+        A restart after :meth:`kill` reuses the port it had, so that clients and
+        proxies pointed at it find it again.
+        """
         binary = find_ferretdb()
-        if not self.port:
-            self.port = free_port(self.host)
         if self.data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix="scaly-ferretdb-")
             self._own_dir = True
         os.makedirs(self.data_dir, exist_ok=True)
         if self.log_path is None:
             self.log_path = os.path.join(self.data_dir, "ferretdb.log")
+        offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
@@ -105,10 +134,11 @@ class FerretDB:
         finally:
             log.close()
         try:
-            wait_for_port(self.host, self.port, timeout, self.proc)
+            found = read_announcement(self.log_path, FERRETDB_LISTENING, self.proc, timeout, offset)
         except BackendError as exc:
             self.stop()
-            raise BackendError(f"FerretDB did not start ({exc}); see {self.log_path}") from None
+            raise BackendError(f"FerretDB did not start: {exc}") from None
+        self.port = port_of(found["address"])
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -1,18 +1,25 @@
-"""Shared fixtures: a real FerretDB per test session, started on a free port."""
+"""Shared fixtures: a real FerretDB per test session and proxies in front of it, each on
+port 0 with the real port read back from what the process prints."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
 
-from scalyproxy.backend import FerretDB, free_port, wait_for_port
+from scalyproxy.backend import BackendError, FerretDB, port_of, read_announcement
+from scalyproxy.server.main import LISTENING_LINE
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +33,16 @@ def ferretdb() -> Iterator[FerretDB]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def refused_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that refuses connections for the whole test (a dead upstream, an
+    admin address nobody serves): a socket bound to port 0 that never listens holds it,
+    so no other process can bind it meanwhile (unlike a "free" port picked and let go)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -46,7 +63,8 @@ BLOG_CONFIG = ROOT / "config" / "blog.yaml"
 
 @dataclass
 class ProxyProcess:
-    """A ``scalyproxy run`` child process listening on 127.0.0.1:<free port>."""
+    """A ``scalyproxy run`` child process on 127.0.0.1, port 0: the port (and the admin
+    address, when the config has ``admin_listen``) are read back from what it prints."""
 
     config_path: Path
     upstream: str
@@ -54,21 +72,21 @@ class ProxyProcess:
     extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    admin: str | None = None  # HOST:PORT of the admin listener, if any
 
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self, log_dir: Path) -> ProxyProcess:
-        if not self.port:
-            self.port = free_port()
-        self.log_path = log_dir / f"scalyproxy-{self.port}.log"
-        with open(self.log_path, "ab") as log:
+        fd, name = tempfile.mkstemp(prefix="scalyproxy-", suffix=".log", dir=log_dir)
+        self.log_path = Path(name)
+        with os.fdopen(fd, "ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable, "-m", "scalyproxy", "run",
                     "--config", str(self.config_path),
-                    "--listen", f"127.0.0.1:{self.port}",
+                    "--listen", "127.0.0.1:0",
                     "--upstream", self.upstream,
                     *self.extra_args,
                 ],
@@ -78,11 +96,19 @@ class ProxyProcess:
                 cwd=ROOT,
             )
         try:
-            wait_for_port("127.0.0.1", self.port, 20, self.proc)
-        except Exception:
+            self.port = port_of(read_announcement(self.log_path, LISTENING_LINE, self.proc, 20)["address"])
+        except BackendError as exc:
             self.stop()
-            raise RuntimeError(f"scalyproxy did not start:\n{self.log_text()}") from None
+            raise RuntimeError(f"scalyproxy did not start: {exc}") from None
+        # the JSON "started" line is logged just before the line read above (unless the
+        # config's log_level hides it)
+        started = [e for e in self.events() if e["event"] == "started"]
+        self.admin = started[0].get("admin") if started else None
         return self
+
+    def events(self) -> list[dict[str, Any]]:
+        """The proxy's JSON log lines (stdout's human lines are skipped); each must parse."""
+        return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import re
 import signal
 import sys
 from typing import Any
@@ -136,7 +137,14 @@ async def serve(cfg: ProxyConfig, announce: bool = False, config_path: str | Non
         await rt.close()
 
 
+# the first line _announce prints, for whoever started the proxy on port 0 and reads
+# the real port back (the test suite, the benchmarks): group "address" is HOST:PORT.
+# The admin listener's address is in the JSON "started" line, logged just before.
+LISTENING_LINE = re.compile(r"^scalyproxy listening on (?P<address>\S+)$", re.MULTILINE)
+
+
 def _announce(listen: str, admin: str | None) -> None:
+    """Print the addresses actually bound (``listen: 127.0.0.1:0`` gets a real port here)."""
     print(f"scalyproxy listening on {listen}", flush=True)
     print(f"Point any driver at: mongodb://{listen}/", flush=True)
     if admin is not None:

@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from scalyproxy.backend import free_port
 from tests.conftest import ROOT, ProxyProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -35,11 +34,7 @@ Client = MongoClient[dict[str, Any]]
 
 def log_events(proxy: ProxyProcess) -> list[dict[str, Any]]:
     """The proxy's JSON log lines (stdout's human lines are skipped); each must parse."""
-    out = []
-    for line in proxy.log_text().splitlines():
-        if line.startswith("{"):
-            out.append(json.loads(line))
-    return out
+    return proxy.events()
 
 
 def wait_for_event(proxy: ProxyProcess, event: str, count: int = 1, timeout: float = 15.0,
@@ -57,10 +52,10 @@ def wait_for_event(proxy: ProxyProcess, event: str, count: int = 1, timeout: flo
 
 
 def admin_of(proxy: ProxyProcess) -> str:
-    """``http://127.0.0.1:PORT`` of the proxy's admin listener (it listens on port 0)."""
-    address = wait_for_event(proxy, "started")["admin"]
-    assert address, "the proxy has no admin listener"
-    return f"http://{address}"
+    """``http://127.0.0.1:PORT`` of the proxy's admin listener (it listens on port 0 and
+    the port is read back from its "started" line)."""
+    assert proxy.admin, f"the proxy has no admin listener:\n{proxy.log_text()[-3000:]}"
+    return f"http://{proxy.admin}"
 
 
 def http(url: str, method: str = "GET") -> tuple[int, str, str]:
@@ -325,8 +320,9 @@ def test_admin_endpoints(start_proxy: Callable[..., ProxyProcess]) -> None:
     assert json.loads(http(admin + "/report")[2])["entries"] == []
 
 
-def test_readyz_fails_without_a_reachable_upstream(start_proxy: Callable[..., ProxyProcess]) -> None:
-    p = start_proxy(METRICS_CONFIG, upstream=f"mongodb://127.0.0.1:{free_port()}")
+def test_readyz_fails_without_a_reachable_upstream(start_proxy: Callable[..., ProxyProcess],
+                                                   refused_port: int) -> None:
+    p = start_proxy(METRICS_CONFIG, upstream=f"mongodb://127.0.0.1:{refused_port}")
     admin = admin_of(p)
     assert http(admin + "/healthz")[0] == 200  # alive
     status, _, body = http(admin + "/readyz")
@@ -403,8 +399,8 @@ def test_shadow_report_lists_each_shape_once_with_its_count(
     assert json.loads(as_json.stdout)["size"] == report["size"]
 
 
-def test_report_cli_names_an_unreachable_admin() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+def test_report_cli_names_an_unreachable_admin(refused_port: int) -> None:
+    url = f"http://127.0.0.1:{refused_port}"
     cli = subprocess.run([sys.executable, "-m", "scalyproxy", "report", "--admin", url],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert cli.returncode == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scalyproxy.backend import FerretDB, free_port
+from scalyproxy.backend import FerretDB
 from tests.conftest import BLOG_CONFIG, ROOT, ProxyProcess
 from tests.docker_tier import ShardedCluster, start_sharded_cluster
 from tests.integration.test_ops import (
@@ -124,10 +124,9 @@ def test_drift_check_finds_each_mismatch(start_proxy: Callable[..., ProxyProcess
 def test_strict_refuses_to_start_on_a_mismatch(tmp_path: Path, ferretdb: FerretDB,
                                                catalogue: Client) -> None:
     config = write(tmp_path / "strict.yaml", DRIFT_CONFIG.format(mode="strict"))
-    port = free_port()
     run = subprocess.run(
         [sys.executable, "-m", "scalyproxy", "run", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}", "--upstream", ferretdb.uri],
+         "--listen", "127.0.0.1:0", "--upstream", ferretdb.uri],
         capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 1
@@ -149,11 +148,11 @@ def test_strict_starts_when_the_catalogue_matches(start_proxy: Callable[..., Pro
     assert value(scrape(admin), "scalyproxy_drift_checks_total", outcome="ok") == 1
 
 
-def test_strict_refuses_to_start_when_the_catalogue_cannot_be_read(tmp_path: Path) -> None:
+def test_strict_refuses_to_start_when_the_catalogue_cannot_be_read(tmp_path: Path, refused_port: int) -> None:
     config = write(tmp_path / "strict.yaml", DRIFT_CONFIG.format(mode="strict"))
     run = subprocess.run(
         [sys.executable, "-m", "scalyproxy", "run", "--config", str(config),
-         "--listen", f"127.0.0.1:{free_port()}", "--upstream", f"mongodb://127.0.0.1:{free_port()}"],
+         "--listen", "127.0.0.1:0", "--upstream", f"mongodb://127.0.0.1:{refused_port}"],
         capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 1
@@ -180,7 +179,7 @@ def test_drift_check_against_real_mongos(real_cluster: ShardedCluster, start_pro
     config = write(tmp_path / "other.yaml", other)
     run = subprocess.run(
         [sys.executable, "-m", "scalyproxy", "run", "--config", str(config),
-         "--listen", f"127.0.0.1:{free_port()}", "--upstream", real_cluster.mongos_uri],
+         "--listen", "127.0.0.1:0", "--upstream", real_cluster.mongos_uri],
         capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 1

@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from scalyproxy.backend import FerretDB, free_port
+from scalyproxy.backend import FerretDB
 from tests.conftest import ProxyProcess
 
 OPEN_CONFIG = """\
@@ -228,7 +228,7 @@ def test_legacy_op_query_ismaster(proxy: ProxyProcess) -> None:
 
 def test_upstream_killed_and_restarted(proxy_factory: Callable[..., ProxyProcess], open_config: Path,
                                         tmp_path: Path) -> None:
-    server = FerretDB(port=free_port(), data_dir=str(tmp_path / "data")).start()
+    server = FerretDB(data_dir=str(tmp_path / "data")).start()  # port 0; the restart below reuses its port
     try:
         p = proxy_factory(open_config, upstream=server.uri)
         seed: MongoClient = MongoClient(p.uri, serverSelectionTimeoutMS=10_000)
@@ -268,8 +268,9 @@ def test_upstream_killed_and_restarted(proxy_factory: Callable[..., ProxyProcess
         server.stop()
 
 
-def test_no_upstream_closes_client(proxy_factory: Callable[..., ProxyProcess], open_config: Path) -> None:
-    dead = f"mongodb://127.0.0.1:{free_port()}"
+def test_no_upstream_closes_client(proxy_factory: Callable[..., ProxyProcess], open_config: Path,
+                                   refused_port: int) -> None:
+    dead = f"mongodb://127.0.0.1:{refused_port}"
     p = proxy_factory(open_config, upstream=dead)
     c: MongoClient = MongoClient(p.uri, serverSelectionTimeoutMS=1500, connectTimeoutMS=1000)
     try:

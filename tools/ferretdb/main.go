@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,7 +22,7 @@ import (
 )
 
 func main() {
-	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP listen address")
+	listen := flag.String("listen-addr", "127.0.0.1:0", "TCP listen address (port 0: the OS picks one; read it from stdout)")
 	sqliteURL := flag.String("sqlite-url", "file:data/", "SQLite URI (a directory, ending in /)")
 	logLevel := flag.String("log-level", "warn", "debug | info | warn | error")
 	flag.Parse()
@@ -46,7 +47,16 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(os.Stderr, "ferretdb %s listening on %s (sqlite %s)\n", "v1.24.2", *listen, *sqliteURL)
+	// ferretdb.New has already bound the listener (clientconn.Listen): MongoDBURI
+	// reads its real address, so --listen-addr=127.0.0.1:0 is race-free for the
+	// caller, who reads the port from this one stdout line.
+	uri, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ferretdb: cannot read the listener address: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("listening on %s\n", uri.Host)
+	fmt.Fprintf(os.Stderr, "ferretdb %s listening on %s (sqlite %s)\n", "v1.24.2", uri.Host, *sqliteURL)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "ferretdb: %v\n", err)
 		os.Exit(1)

@@ -10,9 +10,7 @@ from typing import Any
 import bson
 from crc32c import crc32c
 
-from tests.vectors import BSON_CORPUS as CORPUS
 from tests.vectors import bson_corpus_files
-
 
 BODY = 0
 SEQUENCE = 1

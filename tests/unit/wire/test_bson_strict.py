@@ -23,7 +23,6 @@ from scalyproxy.wire import (
 from scalyproxy.wire.documents import DECODE_OPTIONS, find_duplicate_key
 from tests.unit.wire.build import (
     BODY,
-    CORPUS,
     SEQUENCE,
     corpus_cases,
     doc,
@@ -35,6 +34,7 @@ from tests.unit.wire.build import (
     ping,
     sized,
 )
+from tests.vectors import BSON_CORPUS
 
 DECODE_ERRORS = corpus_cases("decodeErrors")
 VALID = corpus_cases("valid")
@@ -42,8 +42,8 @@ VALID = corpus_cases("valid")
 
 def test_the_corpus_is_the_vendored_one() -> None:
     """tests/vectors/bson-corpus, as its README describes (pymongo 4.20.1's sdist)."""
-    assert CORPUS.is_dir() and CORPUS.is_relative_to(Path(__file__).resolve().parents[2])
-    assert (CORPUS / "LICENSE").read_text().startswith(" " * 33 + "Apache License")
+    assert BSON_CORPUS.is_dir() and BSON_CORPUS.is_relative_to(Path(__file__).resolve().parents[2])
+    assert (BSON_CORPUS / "LICENSE").read_text().startswith(" " * 33 + "Apache License")
     assert len(DECODE_ERRORS) == 75
     assert len(VALID) == 731
     assert bson.has_c()
