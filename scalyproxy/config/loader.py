@@ -431,6 +431,13 @@ class _Reader:
         if index.shard_key:
             if special:
                 self.issues.add(node, path, "a shard key cannot use text or geo index fields")
+            for name, direction in index.keys:
+                if direction == -1:
+                    self.issues.add(
+                        _value_node(node, name) or node, join(path, name),
+                        f"shard-key field {name!r} is descending (-1): MongoDB shards only on "
+                        f"ascending or hashed fields (write {name}: 1, or {name}: hashed)",
+                    )
             for name in index.fields:
                 if builder.root is not None:
                     builder.shard_key_field(name, node, path)
@@ -439,6 +446,15 @@ class _Reader:
             for name in index.fields:
                 if not _declared(builder, name):
                     self.issues.add(node, path, f"index field {name!r} is missing from the structure")
+
+
+def _value_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    """The value of ``key`` in a YAML mapping node (for its line), else None."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                return value_node
+    return None
 
 
 def _declared(builder: StructureBuilder, dotted: str) -> bool:

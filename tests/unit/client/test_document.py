@@ -138,6 +138,13 @@ def test_bad_declarations_fail_when_the_class_is_created() -> None:
             indexes = [{"fields": ["missing"], "shard_key": True}]
             __database__, __collection__ = "d", "c"
 
+    with pytest.raises(DefinitionError, match=r"shard-key field 'when' is descending \(-1\)"):
+
+        class Descending(Document):
+            structure = {"name": str, "when": int}
+            indexes = [{"fields": [("name", 1), ("when", -1)], "shard_key": True}]
+            __database__, __collection__ = "d", "c"
+
     with pytest.raises(DefinitionError, match="NotAType: cannot declare"):
 
         class NotAType(Document):

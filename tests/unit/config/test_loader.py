@@ -125,6 +125,8 @@ def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
         ("collections:\n  a.b:\n    structure: {x: [int]}\n    indexes:\n      - fields: [x]\n        shard_key: true\n", 5, "collections.a.b.indexes.0.fields", "cannot be an array"),
         ("collections:\n  a.b:\n    structure: {x: [{y: int}]}\n    indexes:\n      - fields: [x.y]\n        shard_key: true\n", 5, "collections.a.b.indexes.0.fields", "cannot be inside an array"),
         ("collections:\n  a.b:\n    indexes:\n      - fields: {x: 2}\n", 4, "collections.a.b.indexes.0.fields.x", "1 | -1 | hashed"),
+        ("collections:\n  a.b:\n    indexes:\n      - fields: {x: -1, y: 1}\n        shard_key: true\n", 4, "collections.a.b.indexes.0.fields.x", "shard-key field 'x' is descending (-1)"),
+        ("collections:\n  a.b:\n    indexes:\n      - shard_key: true\n        fields:\n          x: 1\n          y: -1\n", 7, "collections.a.b.indexes.0.fields.y", "ascending or hashed fields (write y: 1, or y: hashed)"),
         ("collections:\n  a.b:\n    indexes:\n      - fields: []\n", 4, "collections.a.b.indexes.0.fields", "at least one field"),
         ("collections:\n  a.b:\n    indexes:\n      - fields: {x: hashed, y: hashed}\n", 4, "collections.a.b.indexes.0.fields", "at most one hashed"),
         ("collections:\n  a.b:\n    indexes:\n      - fields: {x: hashed}\n        unique: true\n", 4, "collections.a.b.indexes.0.fields", "cannot be unique"),
@@ -156,6 +158,20 @@ def test_two_shard_keys_names_the_second_index() -> None:
     assert [(line, message) for line, _, message in issues] == [
         (6, "two shard keys (at most one index per collection has shard_key: true)")
     ]
+
+
+@pytest.mark.parametrize(
+    "fields", ["[x, y]", "{x: 1, y: 1}", "{x: hashed}", "{x: 1, y: hashed}", "{x: hashed, y: 1}"]
+)
+def test_ascending_and_hashed_shard_keys_load(fields: str) -> None:
+    cfg = load_config_text(f"collections:\n  a.b:\n    indexes:\n      - fields: {fields}\n        shard_key: true\n")
+    index = cfg.collections["a.b"].shard_key
+    assert index is not None and all(d in (1, "hashed") for _, d in index.keys)
+
+
+def test_a_descending_field_is_fine_outside_the_shard_key() -> None:
+    text = "collections:\n  a.b:\n    indexes:\n      - fields: [x]\n        shard_key: true\n      - fields: {created: -1}\n"
+    assert load_config_text(text).collections["a.b"].indexes[1].keys == (("created", -1),)
 
 
 def test_every_problem_is_reported_in_one_error() -> None:

@@ -31,6 +31,26 @@ def test_check_invalid_lists_every_error(tmp_path: Path, capsys: pytest.CaptureF
     assert f"{bad}:4: collections.a.b.structure.x: unknown type 'strin'" in err
 
 
+def test_check_refuses_a_descending_shard_key_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MongoDB shards on ascending or hashed fields only: shardCollection would fail at init."""
+    bad = tmp_path / "desc.yaml"
+    bad.write_text(
+        "collections:\n  shop.orders:\n    indexes:\n      - fields: {created: 1}\n"
+        "      - fields: {region: 1, created: -1}\n        shard_key: true\n"
+    )
+    assert cli.main(["check", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        f"{bad}:5: collections.shop.orders.indexes.1.fields.created: shard-key field 'created' is "
+        "descending (-1): MongoDB shards only on ascending or hashed fields "
+        "(write created: 1, or created: hashed)"
+    ) in err.splitlines()
+    assert f"{bad}: 1 problem(s); the config was not loaded" in err
+
+
 def test_check_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", BLOG]) == 0
     assert "OK:" in capsys.readouterr().out
