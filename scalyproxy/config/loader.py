@@ -452,7 +452,7 @@ def _value_node(node: yaml.Node, key: str) -> yaml.Node | None:
     """The value of ``key`` in a YAML mapping node (for its line), else None."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key and isinstance(value_node, yaml.Node):
                 return value_node
     return None
 
