@@ -20,6 +20,7 @@ import pytest
 
 from scalyproxy.backend import BackendError, FerretDB, port_of, read_announcement
 from scalyproxy.server.main import LISTENING_LINE
+from tests.docker_tier import ComposeCluster, start_compose_cluster
 
 
 @pytest.fixture(scope="session")
@@ -155,3 +156,12 @@ def proxy_factory(
 def blog_proxy(proxy_factory: Callable[..., ProxyProcess]) -> ProxyProcess:
     """The proxy with config/blog.yaml (issue 5's config) in front of the session's FerretDB."""
     return proxy_factory(BLOG_CONFIG)
+
+
+# --- the Docker tier: docker-compose.yml itself (skips, saying why, without a Docker engine) ---
+
+
+@pytest.fixture(scope="session")
+def compose_cluster() -> Iterator[ComposeCluster]:
+    """docker-compose.yml up (both shards, init, its own scalyproxy) for the whole session."""
+    yield from start_compose_cluster()

@@ -1,23 +1,38 @@
-"""The Docker tier: a real sharded MongoDB (config server, one shard, mongos)
-started with testcontainers, brought up by the same ``init_cluster`` as
-docker-compose's init service. Skips, saying why, where no Docker engine answers."""
+"""The Docker tier: docker-compose.yml itself, the file the README tells users to run,
+brought up with testcontainers' DockerCompose (``docker compose up --build --wait``):
+config server replica set, both shard replica sets, mongos, the one-shot ``init``
+(``scalyproxy init-cluster``) and the compose file's own scalyproxy service.
+
+Only what a test needs is added, by tests/docker/compose.test.yml and variables:
+mongos is published too, and every published port is an ephemeral port of
+127.0.0.1 read back from ``docker compose ps``. The project gets its own name, so a
+test run never touches a cluster a user started from the same file.
+
+Skips, saying why, where no Docker engine (or no ``docker compose``) answers.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scalyproxy.cluster_init import ReplicaSetSpec, init_cluster
-from scalyproxy.config import load_config
-
-MONGO_IMAGE = "mongo:8.0"
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILES = ["docker-compose.yml", "tests/docker/compose.test.yml"]
+EPHEMERAL = {"SCALY_PROXY_PUBLISH": "127.0.0.1:", "SCALY_ADMIN_PUBLISH": "127.0.0.1:"}
+PROXY_PORT, ADMIN_PORT, MONGOS_PORT = 27017, 9216, 27017  # inside the containers
 
 
 def docker_unavailable_reason() -> str | None:
-    """None when a Docker engine answers, else why not."""
+    """None when a Docker engine and ``docker compose`` answer, else why not."""
     try:
         import docker
     except ImportError as exc:  # pragma: no cover - testcontainers depends on it
@@ -34,53 +49,83 @@ def docker_unavailable_reason() -> str | None:
     finally:
         if client is not None:
             client.close()
+    cli = shutil.which("docker")
+    if cli is None:
+        return "no docker command on PATH (testcontainers drives `docker compose`)"
+    probe = subprocess.run([cli, "compose", "version"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"`docker compose` does not run: {(probe.stderr or probe.stdout).strip()[:200]}"
     return None
 
 
-@dataclass
-class ShardedCluster:
-    mongos_uri: str
+@dataclass(frozen=True)
+class ComposeCluster:
+    """Where the running compose project answers, from this machine."""
+
+    proxy_uri: str  # the compose file's scalyproxy service
+    admin_url: str  # its admin listener (http://HOST:PORT)
+    mongos_uri: str  # mongos, behind the proxy
+    project: str
 
 
-def start_sharded_cluster(config_path: str) -> Iterator[ShardedCluster]:
-    """Yield a running cluster; every container and the network are removed afterwards."""
+def _compose_class() -> type:
+    from testcontainers.compose import DockerCompose
+
+    @dataclass
+    class ProjectCompose(DockerCompose):
+        """DockerCompose under its own project name (``--project-name`` beats the
+        file's ``name: scalymongo``)."""
+
+        project_name: str = "scalymongo-tests"
+
+        @cached_property
+        def compose_command_property(self) -> list[str]:
+            base: list[str] = DockerCompose.compose_command_property.func(self)
+            return [*base, "--project-name", self.project_name]
+
+    return ProjectCompose
+
+
+def start_compose_cluster() -> Iterator[ComposeCluster]:
+    """Yield the running cluster; ``docker compose down --volumes`` afterwards."""
     reason = docker_unavailable_reason()
     if reason:
         pytest.skip(f"Docker tier skipped: {reason}")
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.network import Network
-
-    with Network() as net:
-        cfgsvr = (
-            DockerContainer(MONGO_IMAGE)
-            .with_command("mongod --configsvr --replSet cfg --port 27019 --bind_ip_all")
-            .with_network(net).with_network_aliases("configsvr").with_exposed_ports(27019)
+    with tempfile.TemporaryDirectory(prefix="scaly-compose-") as tmp:
+        env_file = Path(tmp) / "compose.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in EPHEMERAL.items()))
+        project = f"scalymongo-tests-{os.getpid()}"
+        compose = _compose_class()(
+            context=str(ROOT), compose_file_name=COMPOSE_FILES, build=True, wait=True,
+            env_file=str(env_file), project_name=project,
         )
-        shard = (
-            DockerContainer(MONGO_IMAGE)
-            .with_command("mongod --shardsvr --replSet shard1 --port 27018 --bind_ip_all")
-            .with_network(net).with_network_aliases("shard1").with_exposed_ports(27018)
-        )
-        mongos = (
-            DockerContainer(MONGO_IMAGE)
-            .with_command("mongos --configdb cfg/configsvr:27019 --port 27017 --bind_ip_all")
-            .with_network(net).with_network_aliases("mongos").with_exposed_ports(27017)
-        )
-        with cfgsvr, shard:
-            def published(c: DockerContainer, port: int) -> str:
-                return f"{c.get_container_host_ip()}:{c.get_exposed_port(port)}"
+        try:
+            compose.start()  # up --build --wait: every service healthy, init exited 0
+        except subprocess.CalledProcessError as exc:
+            logs = _logs(compose)
+            compose.stop()
+            pytest.fail(f"docker compose up failed ({exc.returncode}):\n{exc.stderr.decode(errors='replace')[-3000:]}"
+                        f"\n{logs}", pytrace=False)
+        try:
+            yield ComposeCluster(
+                proxy_uri=f"mongodb://{_published(compose, 'scalyproxy', PROXY_PORT)}",
+                admin_url=f"http://{_published(compose, 'scalyproxy', ADMIN_PORT)}",
+                mongos_uri=f"mongodb://{_published(compose, 'mongos', MONGOS_PORT)}",
+                project=project,
+            )
+        finally:
+            compose.stop()
 
-            cfg = load_config(config_path)
-            # mongos needs the config server's replica set initiated before it starts
-            from scalyproxy.cluster_init import initiate_replica_set
 
-            initiate_replica_set(ReplicaSetSpec("configsvr:27019", "cfg", published(cfgsvr, 27019)), configsvr=True)
-            with mongos:
-                mongos_addr = published(mongos, 27017)
-                init_cluster(
-                    cfg,
-                    ReplicaSetSpec("configsvr:27019", "cfg", published(cfgsvr, 27019)),
-                    [ReplicaSetSpec("shard1:27018", "shard1", published(shard, 27018))],
-                    mongos_addr,
-                )
-                yield ShardedCluster(mongos_uri=f"mongodb://{mongos_addr}")
+def _published(compose: Any, service: str, port: int) -> str:
+    host, published = compose.get_service_host_and_port(service, port)
+    assert published, f"{service}:{port} is not published"
+    return f"{host or '127.0.0.1'}:{published}"
+
+
+def _logs(compose: Any) -> str:
+    try:
+        out, err = compose.get_logs()
+    except subprocess.CalledProcessError as exc:
+        return f"(no logs: {exc})"
+    return (out + err)[-8000:]

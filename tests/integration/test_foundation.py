@@ -58,11 +58,10 @@ def test_docker_compose_config_is_valid() -> None:
 
 def test_compose_file_declares_the_sharded_cluster() -> None:
     """Structure of docker-compose.yml, checked without Docker (the engine may be absent)."""
-    import yaml
-
     from scalyproxy.config import load_config
+    from tests.compose_file import load_compose
 
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = load_compose()  # ${VAR:-default} read as its default
     services = compose["services"]
     assert {"configsvr", "shard1", "shard2", "mongos", "init", "scalyproxy"} <= set(services)
     assert "--configsvr" in services["configsvr"]["command"]

@@ -18,7 +18,7 @@ import pytest
 
 from scalyproxy.backend import FerretDB
 from tests.conftest import BLOG_CONFIG, ROOT, ProxyProcess
-from tests.docker_tier import ShardedCluster, start_sharded_cluster
+from tests.docker_tier import ComposeCluster
 from tests.integration.test_ops import (
     Client,
     admin_of,
@@ -159,17 +159,14 @@ def test_strict_refuses_to_start_when_the_catalogue_cannot_be_read(tmp_path: Pat
     assert "drift check (strict) could not run" in run.stderr
 
 
-# --- against a real mongos (Docker tier; skips, saying why, without a Docker engine) -------
-
-
-@pytest.fixture(scope="module")
-def real_cluster() -> Iterator[ShardedCluster]:
-    yield from start_sharded_cluster(str(BLOG_CONFIG))
+# --- against the real mongos of docker-compose.yml (Docker tier; skips, saying why,
+# without a Docker engine) ----------------------------------------------------------------
 
 
 @pytest.mark.docker
-def test_drift_check_against_real_mongos(real_cluster: ShardedCluster, start_proxy: Callable[..., ProxyProcess],
+def test_drift_check_against_real_mongos(compose_cluster: ComposeCluster, start_proxy: Callable[..., ProxyProcess],
                                          tmp_path: Path) -> None:
+    real_cluster = compose_cluster
     blog = BLOG_CONFIG.read_text()
     strict = "admin_listen: 127.0.0.1:0\ndrift_check: strict\n" + blog
     p = start_proxy(strict, upstream=real_cluster.mongos_uri)  # blog.blog_posts really is sharded so

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from scalyproxy.config import HostPort, ProxyConfig, load_config_text
+from tests.compose_file import load_compose
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -81,7 +82,7 @@ def test_tier_service_reaches_the_listener() -> None:
 
 
 def test_compose_and_image_expose_the_admin_port() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = load_compose()  # ${VAR:-default} read as its default
     docker_cfg = load_config_text((ROOT / "config" / "docker.yaml").read_text())
     assert docker_cfg.admin_listen is not None
     port = docker_cfg.admin_listen.port
