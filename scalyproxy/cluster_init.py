@@ -4,8 +4,10 @@ config declares.
 Initiates the config-server and shard replica sets (one member each), adds the
 shards through mongos, and shards every collection that the config declares
 with a shard key (creating the shard-key index first). Idempotent: what is
-already done is skipped. Used by docker-compose's one-shot ``init`` service and
-by the test suite's testcontainers tier, so both build the cluster one way.
+already done is skipped. Used by docker-compose's one-shot ``init`` service,
+which the Docker tier of the test suite runs as it is. The config-server set is
+initiated first: mongos listens only once it has a primary, so ``init`` starts
+beside a mongos that is not yet healthy and waits for it here.
 """
 
 from __future__ import annotations
