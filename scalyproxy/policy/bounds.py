@@ -106,7 +106,9 @@ def _ordinal(value: Any, kind: int) -> Any:
 
 def _is_nan(value: Any) -> bool:
     number = _number(value)
-    return isinstance(number, float | Decimal) and number != number
+    if isinstance(number, Decimal):
+        return number.is_nan()  # quiet or signaling, without signaling
+    return isinstance(number, float) and number != number
 
 
 def canon(value: Any) -> Any:
