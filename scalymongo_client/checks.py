@@ -23,6 +23,7 @@ from scalymongo_client.errors import (
     SchemaViolation,
 )
 from scalymongo_client.spec import ModelSpec
+from scalymongo_client.structure import collation_document
 from scalyproxy.policy import Command, Finding, Verdict
 
 __all__ = [
@@ -103,6 +104,12 @@ def _hint(hint: Any) -> Any:
     return hint if hint is None or isinstance(hint, str) else sort_document(hint)
 
 
+def _collation(options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``collation`` option as the document pymongo sends (it also takes a ``Collation``)."""
+    collation = options.get("collation")
+    return None if collation is None else collation_document(collation)
+
+
 def _body(name: str, spec: ModelSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {name: spec.collection}
     body.update((k, v) for k, v in fields.items() if v is not None)
@@ -134,7 +141,7 @@ def find_command(
         "limit": abs(limit) if limit else None,
         "singleBatch": True if single else None,
         "comment": o.get("comment"),
-        "collation": o.get("collation"),
+        "collation": _collation(o),
         "let": o.get("let"),
     }
     return _command("find", spec, fields)
@@ -149,7 +156,7 @@ def count_command(spec: ModelSpec, filter: Mapping[str, Any] | None, options: Ma
     if o.get("limit"):
         pipeline.append({"$limit": o["limit"]})
     pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
-    fields = {"pipeline": pipeline, "cursor": {}, "hint": _hint(o.get("hint")), "comment": o.get("comment"), "collation": o.get("collation")}
+    fields = {"pipeline": pipeline, "cursor": {}, "hint": _hint(o.get("hint")), "comment": o.get("comment"), "collation": _collation(o)}
     return _command("aggregate", spec, fields)
 
 
@@ -158,7 +165,7 @@ def distinct_command(
 ) -> Command:
     """``Collection.distinct``."""
     o = options or {}
-    fields = {"key": key, "query": None if filter is None else dict(filter), "collation": o.get("collation"), "hint": _hint(o.get("hint")), "comment": o.get("comment")}
+    fields = {"key": key, "query": None if filter is None else dict(filter), "collation": _collation(o), "hint": _hint(o.get("hint")), "comment": o.get("comment")}
     return _command("distinct", spec, fields)
 
 
@@ -167,7 +174,7 @@ def aggregate_command(
 ) -> Command:
     """``Collection.aggregate``."""
     o = options or {}
-    fields = {"pipeline": list(pipeline), "cursor": {}, "collation": o.get("collation"), "hint": _hint(o.get("hint")), "comment": o.get("comment"), "let": o.get("let")}
+    fields = {"pipeline": list(pipeline), "cursor": {}, "collation": _collation(o), "hint": _hint(o.get("hint")), "comment": o.get("comment"), "let": o.get("let")}
     return _command("aggregate", spec, fields)
 
 
@@ -185,7 +192,7 @@ def update_command(
     statement: dict[str, Any] = {"q": dict(filter), "u": update, "multi": multi, "upsert": upsert}
     for key, option in (("collation", "collation"), ("arrayFilters", "array_filters"), ("hint", "hint")):
         if o.get(option) is not None:
-            statement[key] = _hint(o[option]) if key == "hint" else o[option]
+            statement[key] = _hint(o[option]) if key == "hint" else _collation(o) if key == "collation" else o[option]
     fields = {"ordered": True, "comment": o.get("comment"), "let": o.get("let")}
     return _command("update", spec, fields, updates=[statement])
 
@@ -195,7 +202,7 @@ def delete_command(spec: ModelSpec, filter: Mapping[str, Any], *, many: bool, op
     o = options or {}
     statement: dict[str, Any] = {"q": dict(filter), "limit": 0 if many else 1}
     if o.get("collation") is not None:
-        statement["collation"] = o["collation"]
+        statement["collation"] = _collation(o)
     if o.get("hint") is not None:
         statement["hint"] = _hint(o["hint"])
     fields = {"ordered": True, "comment": o.get("comment"), "let": o.get("let")}
@@ -216,7 +223,7 @@ def find_and_modify_command(
         "upsert": bool(o.get("upsert", False)),
         "arrayFilters": o.get("array_filters"),
         "hint": _hint(o.get("hint")),
-        "collation": o.get("collation"),
+        "collation": _collation(o),
         "comment": o.get("comment"),
         "let": o.get("let"),
     }

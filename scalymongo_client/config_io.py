@@ -140,6 +140,7 @@ def _make_class(name: str, spec: ModelSpec, entry: Mapping[str, Any]) -> type[Do
         "indexes": tuple(entry.get("indexes") or ()),
         "additional_fields": bool(entry.get("additional_fields", False)),
         "rules": dict(entry.get("rules") or {}),
+        "collation": entry.get("collation"),
         "__database__": spec.db,
         "__collection__": spec.collection,
         "_scaly_spec": spec,

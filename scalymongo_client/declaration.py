@@ -96,6 +96,7 @@ class Declaration(dict[str, Any], metaclass=DocumentMeta):
     indexes: ClassVar[Sequence[Mapping[str, Any]]] = ()
     additional_fields: ClassVar[bool] = False
     rules: ClassVar[Mapping[str, str]] = {}
+    collation: ClassVar[Any] = None
     __database__: ClassVar[str | None] = None
     __collection__: ClassVar[str | None] = None
 
@@ -125,7 +126,7 @@ class Declaration(dict[str, Any], metaclass=DocumentMeta):
         """This class as the ``collections."db.coll"`` entry of a proxy config (YAML form)."""
         try:
             return collection_entry(
-                cls.structure, cls.required_fields, cls.indexes, cls.additional_fields, cls.rules
+                cls.structure, cls.required_fields, cls.indexes, cls.additional_fields, cls.rules, cls.collation
             )
         except TypeError as exc:
             raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
@@ -274,12 +275,15 @@ class Declaration(dict[str, Any], metaclass=DocumentMeta):
     def index_models(cls) -> list[IndexModel]:
         """The declared indexes as pymongo ``IndexModel`` objects."""
         models = []
-        for index in cls.model_spec().collection_config.indexes:
+        config = cls.model_spec().collection_config
+        for index in config.indexes:
             options: dict[str, Any] = {"unique": True} if index.unique else {}
             if index.sparse:
                 options["sparse"] = True
             if index.name:
                 options["name"] = index.name
+            if index.shard_key and not config.simple_collation:
+                options["collation"] = {"locale": "simple"}  # a shard-key index compares binary
             models.append(IndexModel(list(index.keys), **options))
         return models
 
@@ -293,6 +297,8 @@ class Declaration(dict[str, Any], metaclass=DocumentMeta):
         shard: dict[str, Any] = {"shardCollection": spec.namespace, "key": dict(index.keys)}
         if index.unique:
             shard["unique"] = True
+        if not spec.collection_config.simple_collation:
+            shard["collation"] = {"locale": "simple"}  # required when the default collation is not simple
         return [{"enableSharding": spec.db}, shard]
 
     @classmethod

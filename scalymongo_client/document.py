@@ -51,6 +51,9 @@ class Document(DatabaseMethods):
       bool, 'unique': bool, 'sparse': bool, 'name': str, 'hashed': bool}``;
     * ``additional_fields``: allow fields absent from the structure (default False);
     * ``rules``: per-collection rule modes, e.g. ``{'unindexed_query': 'off'}``;
+    * ``collation``: the collection's default collation (``{'locale': 'fr'}`` or a
+      pymongo ``Collation``); a string shard-key value targets only under the
+      simple collation, as mongos decides;
     * ``__database__``, ``__collection__``: where the documents live.
     """
 

@@ -46,7 +46,7 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
-__all__ = ["collection_entry", "index_entry", "structure_to_yaml", "type_to_yaml"]
+__all__ = ["collation_document", "collection_entry", "index_entry", "structure_to_yaml", "type_to_yaml"]
 
 _TYPE_NAMES: dict[Any, str] = {
     str: "string",
@@ -200,6 +200,7 @@ def collection_entry(
     indexes: Sequence[Mapping[str, Any]] = (),
     additional_fields: bool = False,
     rules: Mapping[str, str] | None = None,
+    collation: Any = None,
 ) -> dict[str, Any]:
     """The ``collections."db.coll"`` entry of the proxy config for these declarations."""
     entry: dict[str, Any] = {"structure": structure_to_yaml(structure)}
@@ -210,4 +211,14 @@ def collection_entry(
         entry["rules"] = dict(rules)
     if indexes:
         entry["indexes"] = [index_entry(ix) for ix in indexes]
+    if collation is not None:
+        entry["collation"] = collation_document(collation)
     return entry
+
+
+def collation_document(collation: Any) -> dict[str, Any]:
+    """A collation as a plain document: a mapping, or pymongo's ``Collation`` (its ``.document``)."""
+    document = getattr(collation, "document", collation)
+    if not isinstance(document, Mapping):
+        raise TypeError(f"collation must be a mapping or a pymongo Collation, got {collation!r}")
+    return dict(document)

@@ -39,6 +39,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     js = sub.add_parser("export-jsonschema", help="print each collection's $jsonSchema validator")
     js.add_argument("file")
+    js.add_argument(
+        "--create",
+        action="store_true",
+        help="print create commands (validator and declared default collation) for new collections instead of collMod",
+    )
     report = sub.add_parser("report", help="print a running proxy's shadow-mode report (from its admin listener)")
     report.add_argument("--admin", required=True, help="admin address of the proxy, e.g. 127.0.0.1:9216 or http://host:9216")
     report.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explain":
         return tools.explain(args.file, args.command_json)
     if args.command == "export-jsonschema":
-        return tools.export_jsonschema(args.file)
+        return tools.export_jsonschema(args.file, args.create)
     return 2  # pragma: no cover - argparse enforces the choices
 
 

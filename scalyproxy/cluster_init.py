@@ -3,11 +3,14 @@ config declares.
 
 Initiates the config-server and shard replica sets (one member each), adds the
 shards through mongos, and shards every collection that the config declares
-with a shard key (creating the shard-key index first). Idempotent: what is
-already done is skipped. Used by docker-compose's one-shot ``init`` service,
-which the Docker tier of the test suite runs as it is. The config-server set is
-initiated first: mongos listens only once it has a primary, so ``init`` starts
-beside a mongos that is not yet healthy and waits for it here.
+with a shard key (creating the shard-key index first; a collection that
+declares a default ``collation`` is created with it, and its shard-key index
+and ``shardCollection`` take the simple collation, as MongoDB requires).
+Idempotent: what is already done is skipped. Used by docker-compose's one-shot
+``init`` service, which the Docker tier of the test suite runs as it is. The
+config-server set is initiated first: mongos listens only once it has a
+primary, so ``init`` starts beside a mongos that is not yet healthy and waits
+for it here.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pymongo
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
-from scalyproxy.config import ProxyConfig, load_config
+from scalyproxy.config import CollectionConfig, ProxyConfig, load_config
 from scalyproxy.logs import log
 
 
@@ -92,11 +95,24 @@ def shard_collections(mongos: pymongo.MongoClient[dict[str, Any]], cfg: ProxyCon
             if exc.code != 23:  # AlreadyInitialized on old servers
                 raise
         unique = bool(index.unique) and not index.hashed
-        mongos[db_name][coll_name].create_index(list(key.items()), unique=unique)
-        mongos.admin.command("shardCollection", namespace, key=key, unique=unique)
+        simple = _create_with_collation(mongos, coll)
+        mongos[db_name][coll_name].create_index(list(key.items()), unique=unique, **simple)
+        mongos.admin.command("shardCollection", namespace, key=key, unique=unique, **simple)
         log.info("collection_sharded", namespace=namespace, key=key, unique=unique)
         done.append(namespace)
     return done
+
+
+def _create_with_collation(mongos: pymongo.MongoClient[dict[str, Any]], coll: CollectionConfig) -> dict[str, Any]:
+    """Create a collection that declares a non-simple default collation with it; then the shard-key
+    index and shardCollection must name the simple collation: the keyword arguments for them."""
+    if coll.simple_collation:
+        return {}
+    try:
+        mongos[coll.db].create_collection(coll.name, collation=dict(coll.collation or {}))
+    except CollectionInvalid:  # it exists already (idempotent)
+        pass
+    return {"collation": {"locale": "simple"}}
 
 
 def init_cluster(

@@ -7,7 +7,10 @@ holds one document per sharded collection. For each declared collection
 - ``other_key``: sharded on other fields (or in another order) than declared;
 - ``hashed_vs_ranged``: same fields, but hashed where ranged was declared or back;
 - ``not_sharded``: a shard key is declared but the collection is not sharded;
-- ``undeclared_shard_key``: the collection is sharded but the YAML declares no shard key.
+- ``undeclared_shard_key``: the collection is sharded but the YAML declares no shard key;
+- ``collation``: the default collation differs (``defaultCollation``, present
+  for a sharded collection that has one): other locale, or a field the YAML
+  declares with another value (fields it does not declare are not compared).
 
 :func:`compare` is pure; :class:`DriftChecker` reads the catalogue with
 pymongo's asyncio client (no threads), at start and every
@@ -24,11 +27,12 @@ from typing import Any, Final
 from scalyproxy.admin.catalogue import describe, shard_key
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.config import CollectionConfig
+from scalyproxy.config.model import is_simple_collation
 from scalyproxy.logs import log
 from scalyproxy.server.proxy import Proxy
 
 DISABLED_POLL_S: Final = 1.0  # how often a disabled check looks whether a reload enabled it
-KINDS: Final = ("other_key", "hashed_vs_ranged", "not_sharded", "undeclared_shard_key")
+KINDS: Final = ("other_key", "hashed_vs_ranged", "not_sharded", "undeclared_shard_key", "collation")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Mismatch:
             return f"{ns}: the config declares shard key {self.declared} but the collection is not sharded"
         if self.kind == "undeclared_shard_key":
             return f"{ns}: the collection is sharded on {self.actual} but the config declares no shard key"
+        if self.kind == "collation":
+            return f"{ns}: declared default collation {self.declared}, the cluster has {self.actual}"
         if self.kind == "hashed_vs_ranged":
             return f"{ns}: declared shard key {self.declared}, the cluster has {self.actual} (hashed versus ranged)"
         return f"{ns}: declared shard key {self.declared}, the cluster has {self.actual}"
@@ -58,13 +64,34 @@ def compare(collections: Mapping[str, CollectionConfig], catalogue: Mapping[str,
     out: list[Mismatch] = []
     for ns in sorted(collections):
         declared_index = collections[ns].shard_key
-        actual = shard_key(catalogue.get(ns))
+        doc = catalogue.get(ns)
+        actual = shard_key(doc)
         declared = list(declared_index.keys) if declared_index is not None else None
         kind = _kind(declared, actual)
         if kind is not None:
             out.append(Mismatch(ns, kind, describe(declared) if declared else None,
                                 describe(actual) if actual else None))
+        elif actual is not None and doc is not None and not _same_collation(collections[ns].collation, doc.get("defaultCollation")):
+            out.append(Mismatch(ns, "collation", describe_collation(collections[ns].collation),
+                                describe_collation(doc.get("defaultCollation"))))
     return out
+
+
+def describe_collation(collation: Any) -> str:
+    if is_simple_collation(collation):
+        return "simple"
+    return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in collation.items()) + "}"
+
+
+def _value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _same_collation(declared: Any, actual: Any) -> bool:
+    """The cluster reports every field of its collation; the fields the YAML declares must agree."""
+    if is_simple_collation(declared) or is_simple_collation(actual):
+        return is_simple_collation(declared) and is_simple_collation(actual)
+    return all(actual.get(k) == v for k, v in declared.items())
 
 
 def _kind(declared: list[tuple[str, Any]] | None, actual: list[tuple[str, Any]] | None) -> str | None:

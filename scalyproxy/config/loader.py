@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from scalyproxy.config.collation import read_collation
 from scalyproxy.config.errors import ConfigError
 from scalyproxy.config.model import (
     LOG_LEVELS,
@@ -64,7 +65,7 @@ TOP_KEYS = (
     "collections",
 )
 POLICY_KEYS = ("allow_marker", "unknown_namespaces", "targeting", "rules", "deny_commands")
-COLLECTION_KEYS = ("model", "structure", "required", "additional_fields", "rules", "indexes")
+COLLECTION_KEYS = ("model", "structure", "required", "additional_fields", "rules", "indexes", "collation")
 INDEX_KEYS = ("fields", "shard_key", "unique", "sparse", "name")
 TLS_KEYS = ("cert_file", "key_file", "ca_file")
 _INT_LIMITS = {"max_connections": (1.0, None), "max_message_size": (1024.0, 2_147_483_647.0)}
@@ -330,6 +331,10 @@ class _Reader:
         indexes: tuple[IndexConfig, ...] = ()
         if "indexes" in entries:
             indexes = self.indexes(entries["indexes"][1], join(path, "indexes"), builder)
+        collation = None
+        if "collation" in entries:
+            read = read_collation(entries["collation"][1], join(path, "collation"), self.issues)
+            collation = None if isinstance(read, Invalid) else read
         return CollectionConfig(
             namespace=ns,
             structure=builder.freeze(),
@@ -338,6 +343,7 @@ class _Reader:
             rule_overrides=overrides,
             model=model,
             line=key_line(node),
+            collation=collation,
         )
 
     def required(self, builder: StructureBuilder, node: yaml.Node, path: str) -> None:

@@ -44,6 +44,27 @@ TYPE_NAMES: tuple[str, ...] = (*BSON_TYPE_NAMES, "number", "any")
 NUMERIC_TYPES: frozenset[str] = frozenset({"int", "long", "double", "decimal"})
 
 
+#: The fields of a collation document and what each accepts (docs: "Collation Document").
+COLLATION_FIELDS: tuple[str, ...] = (
+    "locale",
+    "caseLevel",
+    "caseFirst",
+    "strength",
+    "numericOrdering",
+    "alternate",
+    "maxVariable",
+    "backwards",
+    "normalization",
+)
+
+
+def is_simple_collation(collation: object) -> bool:
+    """``None``, an empty document and ``{locale: "simple"}`` all mean binary comparison."""
+    if not isinstance(collation, Mapping) or not collation:
+        return True
+    return collation.get("locale") == "simple"
+
+
 @dataclass(frozen=True)
 class HostPort:
     """``HOST:PORT`` or ``[IPv6]:PORT``; port 0 asks the OS for a free port."""
@@ -180,6 +201,8 @@ class CollectionConfig:
     rule_overrides: Mapping[str, Mode] = field(default_factory=dict)
     model: str | None = None  # the client library's class name for it (``model:``); the proxy ignores it
     line: int | None = None
+    #: the collection's default collation as declared (``collation:``), None = the simple collation
+    collation: Mapping[str, object] | None = None
 
     @property
     def db(self) -> str:
@@ -188,6 +211,11 @@ class CollectionConfig:
     @property
     def name(self) -> str:
         return self.namespace.partition(".")[2]
+
+    @property
+    def simple_collation(self) -> bool:
+        """Whether the declared default collation is the simple one (binary comparison)."""
+        return is_simple_collation(self.collation)
 
     @property
     def shard_key(self) -> IndexConfig | None:

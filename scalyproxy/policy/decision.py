@@ -18,7 +18,14 @@ from scalyproxy.policy.commands import canonical, namespace_of
 from scalyproxy.policy.compiled import CompiledCollection, get_path, has_path
 from scalyproxy.policy.model import CommandLike, Finding, RuleName, Verdict
 from scalyproxy.policy.shape import shape_of
-from scalyproxy.policy.targeting import is_array, is_mapping, nonsimple_collation, touches
+from scalyproxy.policy.targeting import (
+    exact_id,
+    is_array,
+    is_mapping,
+    let_variables,
+    nonsimple_collation,
+    touches,
+)
 
 _MAX_MARKER_DEPTH: Final = 8
 _NO_NAMESPACE_CHECK: Final = frozenset({"getMore", "killCursors"})
@@ -142,17 +149,25 @@ class Checks:
             d.malformed(f"{key} must be an array of documents", ns)
         return value
 
-    def read(self, d: Decision, cc: CompiledCollection, query: Any, collation: Any, sort: Any = None) -> None:
+    def read(
+        self, d: Decision, cc: CompiledCollection, query: Any, collation: Any, sort: Any = None, let: Any = None
+    ) -> None:
         """global_query and unindexed_query for one query of a declared namespace."""
         if query is not None and not is_mapping(query):
             d.malformed(f"the query on {cc.namespace} must be a document", cc.namespace)
         if cc.global_query != "off":
-            assert cc.shard_key is not None
-            missing = cc.shard_key.missing({} if query is None else query, nonsimple_collation(collation))
-            if missing:
-                d.global_query(cc, missing, query or {})
+            self.targeted(d, cc, {} if query is None else query, collation, let)
         if cc.unindexed_query != "off":
             self._unindexed(d, cc, query, sort)
+
+    @staticmethod
+    def targeted(d: Decision, cc: CompiledCollection, query: Any, collation: Any, let: Any) -> None:
+        """global_query: refuse (or warn) unless mongos would target ``query``."""
+        assert cc.shard_key is not None
+        nonsimple = nonsimple_collation(collation, cc.config.collation)
+        missing = cc.shard_key.missing(query, nonsimple, let_variables(let) if let is not None else None)
+        if missing:
+            d.global_query(cc, missing, query)
 
     def _unindexed(self, d: Decision, cc: CompiledCollection, query: Any, sort: Any) -> None:
         if query is not None and not cc.indexes.serves_filter(query):
@@ -187,14 +202,10 @@ class Checks:
         self, d: Decision, cc: CompiledCollection, st: Statement, where: str
     ) -> None:
         """One update / delete / findAndModify statement of a declared namespace."""
-        nonsimple = nonsimple_collation(st.collation)
         if cc.shard_key_write != "off":
             self._key_writes(d, cc, st, where)
-        if cc.global_query != "off":
-            assert cc.shard_key is not None
-            missing = cc.shard_key.missing(st.query, nonsimple)
-            if missing:
-                d.global_query(cc, missing, st.query)
+        if cc.global_query != "off" and not _routed_by_replacement(cc, st):
+            self.targeted(d, cc, st.query, st.collation, st.let)
         if st.update is not None:
             self._update_schema(d, cc, st, where)
         if cc.unindexed_query != "off":
@@ -247,16 +258,46 @@ class Checks:
 
 
 class Statement:
-    """A query with its write parts, whatever command it came from."""
+    """A query with its write parts, whatever command it came from.
 
-    __slots__ = ("query", "update", "upsert", "collation", "sort")
+    ``let``: the command's let variables; ``one``: an update statement that
+    changes at most one document (an update or bulkWrite update op without
+    ``multi: true``), which mongos may route by its replacement document.
+    """
 
-    def __init__(self, query: Any, update: Any = None, upsert: Any = False, collation: Any = None, sort: Any = None) -> None:
+    __slots__ = ("query", "update", "upsert", "collation", "sort", "let", "one")
+
+    def __init__(
+        self,
+        query: Any,
+        update: Any = None,
+        upsert: Any = False,
+        collation: Any = None,
+        sort: Any = None,
+        let: Any = None,
+        one: bool = False,
+    ) -> None:
         self.query = query if query is not None else {}
         self.update = update
         self.upsert = upsert is True
         self.collation = collation
         self.sort = sort
+        self.let = let
+        self.one = one
+
+
+def is_replacement(update: Any) -> bool:
+    """A replacement document (not operators, not a pipeline); ``{}`` replaces too."""
+    if not is_mapping(update):
+        return False
+    first = next(iter(update), "")
+    return not (isinstance(first, str) and first.startswith("$"))
+
+
+def _routed_by_replacement(cc: CompiledCollection, st: Statement) -> bool:
+    """mongos routes a non-upsert replacement whose filter is an exact ``_id`` by the replacement's
+    shard key, to one shard (CollectionRoutingInfoTargeter::targetUpdate)."""
+    return st.one and not st.upsert and is_replacement(st.update) and exact_id(st.query, st.collation, cc.config.collation)
 
 
 def _key_change(cc: CompiledCollection, query: Any, update: Any) -> str:
@@ -267,8 +308,7 @@ def _key_change(cc: CompiledCollection, query: Any, update: Any) -> str:
         return _pipeline_key_change(cc, update)
     if not is_mapping(update):
         return ""
-    first = next(iter(update), "")
-    if isinstance(first, str) and first.startswith("$"):
+    if not is_replacement(update):
         return _operator_key_change(cc, update)
     missing = [p for p in key.paths if not has_path(update, p)]
     if missing:

@@ -9,7 +9,9 @@ it reduce to what the C code tests:
 - find: the filter gives every shard-key field directly by a scalar literal
   (so ``global_query`` passes in both targeting modes, and the shard-key index
   serves the filter for ``unindexed_query``); no collation, no kind-1 section;
-  a sort only when ``unindexed_query`` is off.
+  a sort only when ``unindexed_query`` is off. Not on a collection whose
+  declared default collation is not simple (a string key value would not
+  target there).
 - insert: each document carries every shard-key field (``shard_key_write``) and
   the compiled structure confirms it (``schema``); documents in one kind-1
   ``documents`` section or a body array of documents.
@@ -54,7 +56,7 @@ def _entry(engine: Engine, cc: CompiledCollection) -> Entry:
     key = cc.shard_key
     paths = key.paths if key is not None else ()
     find = None
-    if key is not None and "find" not in engine._deny and (
+    if key is not None and "find" not in engine._deny and cc.config.simple_collation and (
         cc.unindexed_query == "off" or cc.indexes.serves_filter(dict.fromkeys(paths, 1))
     ):
         find = engine._allowed("find", cc.namespace)

@@ -14,7 +14,14 @@ from typing import Any, Final
 
 from scalyproxy.policy.commands import METADATA_STAGES, canonical
 from scalyproxy.policy.decision import Checks, Decision, Source, Statement
-from scalyproxy.policy.targeting import PER_DOCUMENT, is_array, is_mapping, nonsimple_collation
+from scalyproxy.policy.targeting import (
+    PER_DOCUMENT,
+    Variables,
+    is_array,
+    is_mapping,
+    let_variables,
+    nonsimple_collation,
+)
 
 Handler = Callable[[Checks, Decision, str, Mapping[str, Any], Source], None]
 
@@ -38,7 +45,7 @@ def _collection(c: Checks, d: Decision, db: str, body: Mapping[str, Any]) -> Any
 def find(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: Source) -> None:
     cc = _collection(c, d, db, body)
     if cc is not None:
-        c.read(d, cc, body.get("filter"), body.get("collation"), body.get("sort"))
+        c.read(d, cc, body.get("filter"), body.get("collation"), body.get("sort"), body.get("let"))
 
 
 def count_or_distinct(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: Source) -> None:
@@ -64,14 +71,32 @@ def aggregate(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: So
         cc = d.touch(f"{db}.{target}")
     elif target != 1:
         c.namespace(d, db, body, _first_key(body))
-    collation = body.get("collation")
+    collation, let = body.get("collation"), body.get("let")
     if cc is not None:
-        _first_stage(c, d, cc, pipeline, collation)
-    _sub_pipelines(c, d, db, pipeline, collation, 0)
+        _first_stage(c, d, cc, pipeline, collation, let)
+    if not (is_mapping(collation) and collation) and cc is not None:
+        collation = cc.config.collation  # the pipeline runs under the collection's default collation
+    _sub_pipelines(c, d, db, pipeline, Scope(collation, let_variables(let)), 0)
     _output_targets(d, db, pipeline)
 
 
-def _first_stage(c: Checks, d: Decision, cc: Any, pipeline: Sequence[Any], collation: Any) -> None:
+class Scope:
+    """What a sub-pipeline's queries are judged under: the pipeline's collation and the variables in scope."""
+
+    __slots__ = ("collation", "variables")
+
+    def __init__(self, collation: Any, variables: Variables) -> None:
+        self.collation = collation
+        self.variables = variables
+
+    def with_variables(self, names: Any) -> Scope:
+        """A ``$lookup``'s ``let`` names: each holds one value per input document."""
+        if not is_mapping(names) or not names:
+            return self
+        return Scope(self.collation, {**self.variables, **dict.fromkeys(names, PER_DOCUMENT)})
+
+
+def _first_stage(c: Checks, d: Decision, cc: Any, pipeline: Sequence[Any], collation: Any, let: Any) -> None:
     first = pipeline[0] if pipeline else {}
     if not is_mapping(first):
         d.malformed("each pipeline stage must be a document", cc.namespace)
@@ -86,7 +111,7 @@ def _first_stage(c: Checks, d: Decision, cc: Any, pipeline: Sequence[Any], colla
         sort = second.get("$sort") if is_mapping(second) else None
     elif name == "$geoNear" and is_mapping(first["$geoNear"]):
         query = first["$geoNear"].get("query", {})
-    c.read(d, cc, query, collation, sort)
+    c.read(d, cc, query, collation, sort, let)
 
 
 def _foreign_ns(db: str, value: Any) -> str | None:
@@ -103,37 +128,21 @@ def _first_match(pipeline: Any) -> Any:
     return {}
 
 
-def _expr_equalities(match: Any) -> dict[str, Any]:
-    """``{$expr: {$eq: ["$field", ...]}}`` (also inside ``$and``) fixes the field per document."""
-    out: dict[str, Any] = {}
-    expr = match.get("$expr") if is_mapping(match) else None
-    terms = [expr]
-    if is_mapping(expr) and is_array(expr.get("$and")):
-        terms = list(expr["$and"])
-    for term in terms:
-        args = term.get("$eq") if is_mapping(term) else None
-        if is_array(args) and len(args) == 2:
-            for arg in args:
-                if isinstance(arg, str) and arg.startswith("$") and not arg.startswith("$$"):
-                    out[arg[1:]] = PER_DOCUMENT
-    return out
-
-
 def _conjunction(*filters: Any) -> dict[str, Any]:
     parts = [f for f in filters if is_mapping(f) and f]
     return {"$and": parts} if parts else {}
 
 
-def _sub_query(c: Checks, d: Decision, ns: str, query: dict[str, Any], collation: Any) -> None:
+def _sub_query(d: Decision, ns: str, query: dict[str, Any], scope: Scope) -> None:
     cc = d.touch(ns)
     if cc is not None and cc.global_query != "off":
         assert cc.shard_key is not None
-        missing = cc.shard_key.missing(query, nonsimple_collation(collation))
+        missing = cc.shard_key.missing(query, nonsimple_collation(scope.collation), scope.variables)
         if missing:
             d.global_query(cc, missing, query)
 
 
-def _sub_pipelines(c: Checks, d: Decision, db: str, pipeline: Sequence[Any], collation: Any, depth: int) -> None:
+def _sub_pipelines(c: Checks, d: Decision, db: str, pipeline: Sequence[Any], scope: Scope, depth: int) -> None:
     if depth > _MAX_PIPELINE_DEPTH:
         d.malformed("the pipeline is nested too deeply for the proxy to check")
     for stage in pipeline:
@@ -141,41 +150,40 @@ def _sub_pipelines(c: Checks, d: Decision, db: str, pipeline: Sequence[Any], col
             continue
         for name, spec in stage.items():
             if name == "$lookup" and is_mapping(spec):
-                _lookup(c, d, db, spec, collation, depth)
+                _lookup(c, d, db, spec, scope, depth)
             elif name == "$graphLookup" and is_mapping(spec):
                 ns = _foreign_ns(db, spec.get("from"))
                 to_field = spec.get("connectToField")
                 equal = {to_field: PER_DOCUMENT} if isinstance(to_field, str) else {}
                 if ns is not None:
-                    _sub_query(c, d, ns, _conjunction(equal, spec.get("restrictSearchWithMatch")), collation)
+                    _sub_query(d, ns, _conjunction(equal, spec.get("restrictSearchWithMatch")), scope)
             elif name == "$unionWith":
-                _union_with(c, d, db, spec, collation, depth)
+                _union_with(c, d, db, spec, scope, depth)
             elif name == "$facet" and is_mapping(spec):
                 for sub in spec.values():
                     if is_array(sub):
-                        _sub_pipelines(c, d, db, sub, collation, depth + 1)
+                        _sub_pipelines(c, d, db, sub, scope, depth + 1)
 
 
-def _lookup(c: Checks, d: Decision, db: str, spec: Mapping[str, Any], collation: Any, depth: int) -> None:
+def _lookup(c: Checks, d: Decision, db: str, spec: Mapping[str, Any], scope: Scope, depth: int) -> None:
     ns = _foreign_ns(db, spec.get("from"))
     sub = spec.get("pipeline")
+    inner = scope.with_variables(spec.get("let"))
     if ns is not None:
         foreign = spec.get("foreignField")
         equal = {foreign: PER_DOCUMENT} if isinstance(foreign, str) else {}
-        match = _first_match(sub)
-        _sub_query(c, d, ns, _conjunction(equal, match, _expr_equalities(match)), collation)
+        _sub_query(d, ns, _conjunction(equal, _first_match(sub)), inner)
     if is_array(sub):
-        _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, collation, depth + 1)
+        _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, inner, depth + 1)
 
 
-def _union_with(c: Checks, d: Decision, db: str, spec: Any, collation: Any, depth: int) -> None:
+def _union_with(c: Checks, d: Decision, db: str, spec: Any, scope: Scope, depth: int) -> None:
     coll, sub = (spec, None) if isinstance(spec, str) else (spec.get("coll"), spec.get("pipeline")) if is_mapping(spec) else (None, None)
     ns = _foreign_ns(db, coll)
     if ns is not None:
-        match = _first_match(sub)
-        _sub_query(c, d, ns, _conjunction(match, _expr_equalities(match)), collation)
+        _sub_query(d, ns, _conjunction(_first_match(sub)), scope)
     if is_array(sub):
-        _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, collation, depth + 1)
+        _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, scope, depth + 1)
 
 
 def _output_targets(d: Decision, db: str, pipeline: Sequence[Any]) -> None:
@@ -215,7 +223,8 @@ def update(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: Source
     for i, st in enumerate(c.statements(d, body, src, "updates", cc.namespace)):
         if not is_mapping(st):
             d.malformed(f"updates.{i} must be a document", cc.namespace)
-        statement = Statement(st.get("q"), st.get("u"), st.get("upsert"), st.get("collation"))
+        one = st.get("multi") is not True
+        statement = Statement(st.get("q"), st.get("u"), st.get("upsert"), st.get("collation"), None, body.get("let"), one)
         c.write_statement(d, cc, statement, f"updates.{i}")
 
 
@@ -226,7 +235,8 @@ def delete(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: Source
     for i, st in enumerate(c.statements(d, body, src, "deletes", cc.namespace)):
         if not is_mapping(st):
             d.malformed(f"deletes.{i} must be a document", cc.namespace)
-        c.write_statement(d, cc, Statement(st.get("q"), None, False, st.get("collation")), f"deletes.{i}")
+        statement = Statement(st.get("q"), None, False, st.get("collation"), None, body.get("let"))
+        c.write_statement(d, cc, statement, f"deletes.{i}")
 
 
 def find_and_modify(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: Source) -> None:
@@ -235,7 +245,9 @@ def find_and_modify(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _s
         return
     remove = body.get("remove") is True
     update_doc = None if remove else body.get("update")
-    statement = Statement(body.get("query"), update_doc, body.get("upsert"), body.get("collation"), body.get("sort"))
+    statement = Statement(
+        body.get("query"), update_doc, body.get("upsert"), body.get("collation"), body.get("sort"), body.get("let")
+    )
     c.write_statement(d, cc, statement, "findAndModify")
 
 
@@ -257,16 +269,17 @@ def bulk_write(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: So
             d.malformed(f"ops.{i}: {kind} must be an index into nsInfo (0..{len(namespaces) - 1})")
         cc = colls[index]
         if cc is not None:
-            _bulk_op(c, d, cc, kind, op, i)
+            _bulk_op(c, d, cc, kind, op, i, body.get("let"))
 
 
-def _bulk_op(c: Checks, d: Decision, cc: Any, kind: str, op: Mapping[str, Any], i: int) -> None:
+def _bulk_op(c: Checks, d: Decision, cc: Any, kind: str, op: Mapping[str, Any], i: int, let: Any) -> None:
     if kind == "insert":
         if cc.needs_documents:
             c.insert_doc(d, cc, op.get("document"), "ops", i)
         return
     update_doc = op.get("updateMods") if kind == "update" else None
-    statement = Statement(op.get("filter"), update_doc, op.get("upsert"), op.get("collation"), op.get("sort"))
+    one = kind == "update" and op.get("multi") is not True
+    statement = Statement(op.get("filter"), update_doc, op.get("upsert"), op.get("collation"), op.get("sort"), let, one)
     c.write_statement(d, cc, statement, f"ops.{i}")
 
 

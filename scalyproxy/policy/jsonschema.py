@@ -1,4 +1,5 @@
-"""A collection's structure as the equivalent ``$jsonSchema`` validator (for ``collMod``).
+"""A collection's structure as the equivalent ``$jsonSchema`` validator (for ``collMod``),
+and the ``create`` command that also sets its declared default collation.
 
 ``long`` maps to ``["int", "long"]`` and ``number`` to all four numeric types,
 matching what the proxy accepts; ``any`` maps to ``{}``.
@@ -61,3 +62,20 @@ def coll_mod(coll: CollectionConfig) -> dict[str, Any] | None:
     if schema is None:
         return None
     return {"collMod": coll.name, "validator": schema, "validationLevel": "strict", "validationAction": "error"}
+
+
+def create(coll: CollectionConfig) -> dict[str, Any] | None:
+    """The ``create`` command for a new collection: its validator and its declared default collation.
+
+    A collation is set only when a collection is created (``collMod`` cannot
+    change it); None when the collection declares neither.
+    """
+    schema = validator(coll)
+    if schema is None and coll.collation is None:
+        return None
+    cmd: dict[str, Any] = {"create": coll.name}
+    if coll.collation is not None:
+        cmd["collation"] = dict(coll.collation)
+    if schema is not None:
+        cmd.update(validator=schema, validationLevel="strict", validationAction="error")
+    return cmd

@@ -1,4 +1,4 @@
-"""What ``scalyproxy check | explain | export-jsonschema`` do; each returns the exit status.
+"""What ``scalyproxy check | explain | export-jsonschema [--create]`` do; each returns the exit status.
 
 ``explain`` exits 0 when the command would be forwarded (warnings are printed
 but do not change the status), 1 when it would be refused, 2 on bad input (a
@@ -14,7 +14,7 @@ from typing import Any
 
 from scalyproxy.config import ConfigError, ProxyConfig, load_config
 from scalyproxy.policy.engine import Engine
-from scalyproxy.policy.jsonschema import coll_mod
+from scalyproxy.policy.jsonschema import coll_mod, create
 from scalyproxy.policy.model import Command, Finding, Verdict
 
 
@@ -105,11 +105,13 @@ def explain(path: str, command_json: str) -> int:
     return 0 if verdict.allowed else 1
 
 
-def export_jsonschema(path: str) -> int:
-    """Print {namespace: collMod command with its $jsonSchema validator} as JSON."""
+def export_jsonschema(path: str, create_commands: bool = False) -> int:
+    """Print {namespace: collMod command with its $jsonSchema validator} as JSON; with
+    ``create_commands``, ``create`` commands that also set each declared default collation."""
     cfg = _load(path)
     if cfg is None:
         return 1
-    out = {ns: cmd for ns, coll in cfg.collections.items() if (cmd := coll_mod(coll)) is not None}
+    make = create if create_commands else coll_mod
+    out = {ns: cmd for ns, coll in cfg.collections.items() if (cmd := make(coll)) is not None}
     print(json.dumps(out, indent=2))
     return 0

@@ -111,7 +111,7 @@ class CollectionPlan:
     notes: tuple[str, ...] = ()  # the collection's header comments
     structure_notes: tuple[str, ...] = ()  # why the structure is (not) there
     skipped_indexes: tuple[str, ...] = ()  # one comment line each
-    collation: str | None = None  # the default collation, as text (written as a comment)
+    collation: str | None = None  # the default collation, as the ``collation:`` value (JSON flow)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from scalyproxy.admin.initconfig.indexes import ShardKeyError, ShardKeySpec, pla
 from scalyproxy.admin.initconfig.infer import DocStats, count, infer
 from scalyproxy.admin.initconfig.model import CollectionPlan, Field, IndexPlan, Node, canonical
 from scalyproxy.admin.initconfig.validator import from_validator, merge
+from scalyproxy.config.model import COLLATION_FIELDS
 
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})  # never sampled
 
@@ -88,9 +89,11 @@ def _structure(data: CollectionInput) -> tuple[Node | None, tuple[str, ...]]:
 
 
 def _collation_text(collation: Mapping[str, Any] | None) -> str | None:
+    """The collation as the config's ``collation:`` value (JSON is YAML), without the ICU ``version``."""
     if not collation or collation.get("locale") == "simple":
         return None
-    return json.dumps({k: v for k, v in collation.items()}, default=str, separators=(", ", ": "))
+    fields = {k: v for k, v in collation.items() if k in COLLATION_FIELDS}
+    return json.dumps(fields, default=str, separators=(", ", ": "))
 
 
 # -- fitting the indexes into the structure ----------------------------------------------

@@ -182,8 +182,8 @@ def collection_lines(plan: CollectionPlan) -> list[str]:
     key = f"  {_path_key(plan.namespace)}:"
     body: list[str] = []
     if plan.collation:
-        body.append(f"    # collation {plan.collation}: the collection's default (the config has no collation key yet;"
-                    " queries without a collation use it)")
+        body += _lines(f"    collation: {plan.collation}",
+                       ["the collection's default: a string shard-key value targets only under the simple collation"])
     body += [f"    # {_clean(n)}" for n in plan.structure_notes]
     if plan.structure is not None:
         body += structure_lines(plan.structure, 4)

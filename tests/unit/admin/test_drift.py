@@ -72,3 +72,55 @@ def test_helpers() -> None:
     assert describe([("a", 1), ("h", "hashed")]) == "{a: 1, h: hashed}"
     assert not is_sharded({"_id": "x"})
     assert is_sharded({"_id": "x", "key": {"a": 1}})
+
+
+COLLATED = """\
+collections:
+  db.fr:
+    collation: {locale: fr, strength: 2}
+    indexes: [{fields: [a], shard_key: true}]
+  db.simple:
+    collation: {locale: simple}
+    indexes: [{fields: [a], shard_key: true}]
+  db.none:
+    indexes: [{fields: [a], shard_key: true}]
+  db.unsharded:
+    collation: {locale: fr}
+"""
+FRENCH = {"locale": "fr", "caseLevel": False, "caseFirst": "off", "strength": 2, "numericOrdering": False,
+          "alternate": "non-ignorable", "maxVariable": "punct", "normalization": False, "backwards": False,
+          "version": "57.1"}  # fmt: skip
+
+
+def _compare_collated(catalogue: list[dict[str, Any]]) -> list[Mismatch]:
+    cfg = load_config_text(COLLATED)
+    return compare(cfg.collections, {d["_id"]: d for d in catalogue})
+
+
+def test_default_collation_matches_on_the_declared_fields() -> None:
+    assert _compare_collated([
+        {"_id": "db.fr", "key": {"a": 1}, "defaultCollation": FRENCH},  # every field the server reports
+        {"_id": "db.simple", "key": {"a": 1}},  # simple: no defaultCollation
+        {"_id": "db.none", "key": {"a": 1}, "defaultCollation": {"locale": "simple"}},
+    ]) == []
+
+
+def test_default_collation_mismatches() -> None:
+    found = _compare_collated([
+        {"_id": "db.fr", "key": {"a": 1}, "defaultCollation": {**FRENCH, "strength": 3}},
+        {"_id": "db.simple", "key": {"a": 1}, "defaultCollation": {"locale": "en", "strength": 1}},
+        {"_id": "db.none", "key": {"a": 1}, "defaultCollation": FRENCH},
+    ])
+    assert [(m.namespace, m.kind, m.declared) for m in found] == [
+        ("db.fr", "collation", "{locale: fr, strength: 2}"),
+        ("db.none", "collation", "simple"),
+        ("db.simple", "collation", "simple"),
+    ]
+    assert found[0].actual is not None and "strength: 3" in found[0].actual
+    assert found[2].message() == "db.simple: declared default collation simple, the cluster has {locale: en, strength: 1}"
+
+
+def test_collation_of_an_unsharded_collection_is_not_compared() -> None:
+    """config.collections reports only sharded collections: the unsharded one is 'not sharded' or nothing."""
+    assert _compare_collated([{"_id": "db.fr", "key": {"a": 1}, "defaultCollation": FRENCH},
+                              {"_id": "db.simple", "key": {"a": 1}}, {"_id": "db.none", "key": {"a": 1}}]) == []

@@ -60,7 +60,8 @@ def test_every_choice_has_its_comment() -> None:
         "additional_fields: false                # strict: every field the sample showed is declared",
         "- fields: [author, title]             # shard key from config.collections",
         "# skipped index wild: a wildcard index: the config format has no wildcard",
-        '# collation {"locale": "fr"}: the collection\'s default',
+        'collation: {"locale": "fr"}',
+        "# the collection's default: a string shard-key value targets only under the simple collation",
         "# Not included:",
         "#   blog.recent: a view",
     ]:

@@ -135,6 +135,14 @@ def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
         ("collections:\n  a.b:\n    rules: {schema: on}\n", 3, "collections.a.b.rules.schema", "enforce | warn | off"),
         ("collections:\n  a.b:\n    required: [x]\n", 3, "collections.a.b.required", "needs a 'structure'"),
         ("collections:\n  a.b:\n    strucutre: {}\n", 3, "collections.a.b.strucutre", "did you mean 'structure'"),
+        ("collections:\n  a.b:\n    collation: fr\n", 3, "collections.a.b.collation", "expected a collation document"),
+        ("collections:\n  a.b:\n    collation: {strength: 2}\n", 3, "collections.a.b.collation.locale", "missing"),
+        ("collections:\n  a.b:\n    collation: {locale: fr, strenght: 2}\n", 3, "collections.a.b.collation.strenght", "did you mean 'strength'"),
+        ("collections:\n  a.b:\n    collation: {locale: fr, strength: 6}\n", 3, "collections.a.b.collation.strength", "out of range"),
+        ("collections:\n  a.b:\n    collation: {locale: fr, caseFirst: up}\n", 3, "collections.a.b.collation.caseFirst", "upper | lower | off"),
+        ("collections:\n  a.b:\n    collation: {locale: fr, backwards: 1}\n", 3, "collections.a.b.collation.backwards", "true or false"),
+        ("collections:\n  a.b:\n    collation: {locale: simple, strength: 1}\n", 3, "collections.a.b.collation", "takes no other field"),
+        ("collections:\n  a.b:\n    collation: {locale: ''}\n", 3, "collections.a.b.collation.locale", "must not be empty"),
         ("a: 1\na: 2\n", 2, "a", "duplicate key"),
         ("listen: [\n", 2, "", "YAML syntax error"),
         ("- just\n- a list\n", 1, "", "expected a mapping of settings"),
@@ -337,6 +345,17 @@ def test_host_port_parse() -> None:
 def test_example_configs_are_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.collections
+
+
+def test_collation_is_the_collections_default() -> None:
+    from scalyproxy.config import load_config_text
+
+    text = "collections:\n  a.b:\n    collation: {locale: fr_CA, strength: 2, numericOrdering: true}\n  a.c: {collation: {locale: simple}}\n  a.d: {}\n"
+    cfg = load_config_text(text)
+    assert cfg.collections["a.b"].collation == {"locale": "fr_CA", "strength": 2, "numericOrdering": True}
+    assert not cfg.collections["a.b"].simple_collation
+    assert cfg.collections["a.c"].simple_collation and cfg.collections["a.c"].collation == {"locale": "simple"}
+    assert cfg.collections["a.d"].collation is None and cfg.collections["a.d"].simple_collation
 
 
 def test_model_key_names_a_class() -> None:

@@ -54,6 +54,10 @@ collections:
     indexes:
       - {fields: [z], shard_key: true}
       - {fields: [y]}
+  t.french:
+    collation: {locale: fr, strength: 2}
+    rules: {unindexed_query: off}
+    indexes: [{fields: [f], shard_key: true}]
 """
 READ_ONLY = blog_text() + "\nread_only: true\n"
 DENY = blog_text().replace("deny_commands: []", "deny_commands: [find, insert]")
@@ -68,7 +72,7 @@ NAMESPACES = sorted({ns for e in ENGINES.values() for ns in e._collections} | {"
 
 names = st.sampled_from(
     ["author", "title", "body", "unique_views", "comments", "customer", "customer.region", "customer.id",
-     "region", "email", "created", "lines", "total", "a", "a.b", "b", "c", "h", "x", "k", "z", "y", "other",
+     "region", "email", "created", "lines", "total", "a", "a.b", "b", "c", "h", "x", "k", "z", "y", "f", "other",
      "_id", "$and", "$or", "$ref", "$id", "$comment"]
 )  # fmt: skip
 operator_value = st.one_of(
@@ -311,6 +315,21 @@ def test_rules_that_need_python_leave_no_slot() -> None:
     assert more["t.hashed"][0] is not None
     assert more["t.second"][5] is False  # a sort needs the unindexed check
     assert Engine.ALLOW_ALL.fast == {}
+
+
+def test_a_non_simple_default_collation_leaves_find_to_the_engine() -> None:
+    """A string key value does not target under the collection's French collation: the engine decides."""
+    engine = ENGINES["more"]
+    assert engine.fast["t.french"][0] is None and engine.fast["t.french"][1] is not None
+    by_string = {"find": "french", "$db": "t", "filter": {"f": "x"}}
+    assert fast_of(engine, by_string) is None
+    def global_query(body: dict[str, Any]) -> bool:  # this config only warns about it
+        return any(w.rule == "global_query" for w in engine_verdict(engine, encode_op_msg(body, request_id=1)).warnings)
+
+    assert global_query(by_string)
+    by_number = {"find": "french", "$db": "t", "filter": {"f": 1}}
+    assert fast_of(engine, by_number) is None and not global_query(by_number)
+    assert not global_query({**by_string, "collation": {"locale": "simple"}})
 
 
 def test_dotted_and_prefix_keys() -> None:

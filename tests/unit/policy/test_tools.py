@@ -130,3 +130,20 @@ def test_export_jsonschema_types(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert props["a"] == {}
     assert props["o"]["bsonType"] == ["object", "null"]
     assert "additionalProperties" not in exported["d.c"]["validator"]["$jsonSchema"]
+
+
+def test_export_create_commands_carry_the_collation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "collections:\n  d.c:\n    collation: {locale: fr, strength: 2}\n    structure: {n: int}\n"
+        "  d.bare:\n    collation: {locale: en}\n  d.none:\n    indexes: [{fields: [k], shard_key: true}]\n"
+    )
+    assert cli.main(["export-jsonschema", "--create", str(path)]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert list(exported) == ["d.c", "d.bare"]
+    assert exported["d.c"]["create"] == "c" and exported["d.c"]["collation"] == {"locale": "fr", "strength": 2}
+    assert exported["d.c"]["validator"]["$jsonSchema"]["properties"]["n"] == {"bsonType": "int"}
+    assert exported["d.c"]["validationLevel"] == "strict"
+    assert exported["d.bare"] == {"create": "bare", "collation": {"locale": "en"}}
+    assert cli.main(["export-jsonschema", str(path)]) == 0  # collMod cannot set a collation: none there
+    assert "collation" not in json.loads(capsys.readouterr().out)["d.c"]
