@@ -14,8 +14,17 @@ from scalyproxy.admin.metrics import Metrics
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.policy import Finding, Verdict
 from scalyproxy.server.hooks import Hooks
+from scalyproxy.wire.errors import ProtocolError
 
 AUTH_COMMANDS = frozenset({"saslStart", "authenticate"})
+
+
+def _user(view: Any) -> str | None:
+    """The user an auth command names, for the logs; None when it does not read one way."""
+    try:
+        return user_of(view.body)
+    except ProtocolError:  # a repeated key or a string that is not UTF-8 (wire.ambiguous)
+        return None
 
 
 class AdminHooks(Hooks):
@@ -71,7 +80,7 @@ class AdminHooks(Hooks):
 
     def handshake(self, conn: Any, view: Any) -> None:
         if getattr(conn, "user", None) is None:
-            conn.user = user_of(view.body)
+            conn.user = _user(view)
 
     def _bounded(self, command: str, ns: str | None) -> tuple[str, str]:
         labels = self._labels.get((command, ns))
@@ -94,7 +103,7 @@ class AdminHooks(Hooks):
         if v.marker_used:
             self.metrics.allow_marker_used.inc((key[1],))
         if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None and view is not None:
-            conn.user = user_of(view.body)
+            conn.user = _user(view)
 
     def _command_key(self, v: Verdict) -> tuple[str, ...]:
         namespaces = v.namespaces

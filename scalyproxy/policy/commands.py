@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from scalyproxy.wire.ambiguous import name_field
+
 ALIASES: Final[dict[str, str]] = {
     "findandmodify": "findAndModify",
     "deleteIndexes": "dropIndexes",
@@ -158,13 +160,13 @@ METADATA_STAGES: Final[frozenset[str]] = frozenset(
 def namespace_of(name: str, db: str, body: Mapping[str, Any]) -> str | None:
     """The namespace a (canonical) command addresses, when its first value names one."""
     if name == "getMore":
-        coll = body.get("collection")
+        coll = name_field(body, "collection")
         return f"{db}.{coll}" if isinstance(coll, str) and coll else None
     if name in COLLECTION_COMMANDS:
-        coll = body.get(_first_key(body))
+        coll = name_field(body, _first_key(body))
         return f"{db}.{coll}" if isinstance(coll, str) and coll else None
     if name in FULL_NAMESPACE_COMMANDS:
-        ns = body.get(_first_key(body))
+        ns = name_field(body, _first_key(body))
         return ns if isinstance(ns, str) and "." in ns else None
     return None
 

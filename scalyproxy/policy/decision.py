@@ -26,6 +26,7 @@ from scalyproxy.policy.targeting import (
     nonsimple_collation,
     touches,
 )
+from scalyproxy.wire.ambiguous import name_field
 
 _MAX_MARKER_DEPTH: Final = 8
 _NO_NAMESPACE_CHECK: Final = frozenset({"getMore", "killCursors"})
@@ -45,12 +46,14 @@ class Stop(Exception):
 class Decision:
     """The state of one decision: findings so far and the namespaces touched."""
 
-    __slots__ = ("engine", "command", "comments", "refusal", "warnings", "namespaces", "marker_used", "_marker")
+    __slots__ = ("engine", "command", "commented", "refusal", "warnings", "namespaces", "marker_used", "_marker")
 
-    def __init__(self, engine: Checks, command: str, comment: Any) -> None:
+    def __init__(self, engine: Checks, command: str, commented: Mapping[str, Any]) -> None:
         self.engine = engine
         self.command = command
-        self.comments: list[Any] = [comment]
+        #: the documents whose ``comment`` may carry the allow marker (the command, an
+        #: explain's inner command): read only when a global query needs the marker
+        self.commented: list[Mapping[str, Any]] = [commented]
         self.refusal: Finding | None = None
         self.warnings: list[Finding] = []
         self.namespaces: list[str] = []
@@ -72,6 +75,20 @@ class Decision:
         self.report("malformed", "enforce", codes.UNSUPPORTED_OPERATION, message, ns)
         raise Stop  # report() already raised; this tells the type checker
 
+    def malformed_unless_ungoverned(self, message: str, ns: str | None = None) -> NoReturn:
+        """A part the check needs is malformed: refuse (``malformed``) when the policy
+        governs the command, else stop here and forward it untouched, so that the
+        server answers with its own error (see :meth:`Checks.governs`)."""
+        if self.engine.governs(self):
+            self.malformed(message, ns)
+        raise Stop
+
+    def ambiguous(self, exc: Exception) -> None:
+        """The check read a part that the proxy and the server could read differently."""
+        ns = self.namespaces[0] if self.namespaces else None
+        code = codes.PROTOCOL_ERROR
+        self.refusal = Finding("ambiguous", code, codes.CODE_NAMES[code], str(exc), ns, self.command, None)
+
     def touch(self, ns: str, check_unknown: bool = True) -> CompiledCollection | None:
         """Record a namespace; its compiled collection, or None (after the unknown-namespace rule)."""
         if ns not in self.namespaces:
@@ -90,7 +107,7 @@ class Decision:
     def marker(self) -> bool:
         if self._marker is None:
             token = self.engine._marker
-            self._marker = any(has_marker(c, token, 0) for c in self.comments)
+            self._marker = any(has_marker(doc.get("comment"), token, 0) for doc in self.commented)
         return self._marker
 
     def global_query(self, cc: CompiledCollection, missing: Sequence[str], query: Any) -> None:
@@ -129,9 +146,15 @@ class Checks:
 
     # -- helpers used by the handlers ---------------------------------------------
 
+    def governs(self, d: Decision) -> bool:
+        """Whether the policy governs the command: it touches a declared namespace, or
+        ``unknown_namespaces`` is not ``allow`` (a rule then applies to every namespace).
+        A malformed part of an ungoverned command is the server's to answer."""
+        return self._unknown_mode != "allow" or any(ns in self._collections for ns in d.namespaces)
+
     def namespace(self, d: Decision, db: str, body: Mapping[str, Any], key: str) -> str | None:
         """``db.<body[key]>``; a collection given by UUID or not at all cannot be checked."""
-        coll = body.get(key)
+        coll = name_field(body, key)
         if isinstance(coll, str) and coll:
             return f"{db}.{coll}"
         if db in self._dbs or self._unknown_mode != "allow":
@@ -252,7 +275,7 @@ class Checks:
         if ns is not None:
             d.touch(ns, check)
         for key in ("to", "toCollection"):
-            target = body.get(key)
+            target = name_field(body, key)
             if isinstance(target, str) and target:
                 d.touch(target if command == "renameCollection" else f"{db}.{target}", check)
 

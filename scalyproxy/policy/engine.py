@@ -12,7 +12,8 @@ from scalyproxy.policy.compiled import CompiledCollection
 from scalyproxy.policy.decision import Checks, Decision, Stop, internal_refusal
 from scalyproxy.policy.fastpath import Entry, build_table
 from scalyproxy.policy.handlers import HANDLERS
-from scalyproxy.policy.model import CommandLike, Finding, Verdict
+from scalyproxy.policy.model import CommandLike, Finding, Verdict, WithSequences
+from scalyproxy.wire.ambiguous import AmbiguousRead
 
 _VERDICT_CACHE_SIZE: Final = 4096
 
@@ -46,13 +47,15 @@ class Engine(Checks):
         try:
             name, db, body = cmd.name, cmd.db, cmd.body
             command = canonical(name)
-            decision = Decision(self, command, body.get("comment"))
+            decision = Decision(self, command, body)
         except Exception as exc:  # a command object that cannot even be read
             return internal_refusal(f"cannot read the command: {exc!r}", "<unknown>")
         try:
             self._decide(decision, cmd, command, db, body)
         except Stop:
             pass
+        except AmbiguousRead as exc:  # a rule read a repeated key or a string that is not UTF-8
+            decision.ambiguous(exc)
         except Exception as exc:  # fail closed: a bug or odd input never goes through unchecked
             decision.refusal = Finding(
                 "malformed",
@@ -71,13 +74,20 @@ class Engine(Checks):
             if ns is not None:
                 d.namespaces.append(ns)
             return
-        unexpected = [n for n in cmd.sequences if n not in SEQUENCE_FIELDS.get(command, ())]
+        expected = SEQUENCE_FIELDS.get(command, frozenset())
+        unexpected = [n for n in cmd.sequences if n not in expected]
         if unexpected:
+            # read as the server would if it took them: fields of the body
+            body = WithSequences(body, cmd.sequences, unexpected)
+        self._check(d, cmd, command, db, body)
+        if unexpected and self.governs(d):
             message = (
                 f"command {command} does not take a document sequence named {unexpected[0]!r} "
-                f"(allowed: {', '.join(sorted(SEQUENCE_FIELDS.get(command, ()))) or 'none'})"
+                f"(allowed: {', '.join(sorted(expected)) or 'none'})"
             )
             d.malformed(message, namespace_of(command, db, body))
+
+    def _check(self, d: Decision, cmd: CommandLike, command: str, db: str, body: Mapping[str, Any]) -> None:
         if command in self._deny:
             message = f"command {command} is denied by the proxy policy (policy.deny_commands)"
             d.report("deny_commands", "enforce", codes.COMMAND_DENIED, message, namespace_of(command, db, body))

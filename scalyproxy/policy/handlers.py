@@ -10,6 +10,7 @@ the same name. Commands without a handler get only the generic checks
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final
 
 from scalyproxy.policy.commands import METADATA_STAGES, canonical
@@ -22,6 +23,7 @@ from scalyproxy.policy.targeting import (
     let_variables,
     nonsimple_collation,
 )
+from scalyproxy.wire.ambiguous import name_field
 
 Handler = Callable[[Checks, Decision, str, Mapping[str, Any], Source], None]
 
@@ -61,16 +63,16 @@ def map_reduce(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: S
 
 
 def aggregate(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: Source) -> None:
-    pipeline = body.get("pipeline")
-    if not is_array(pipeline):
-        d.malformed("aggregate needs a pipeline array")
-        return
-    target = body.get(_first_key(body))
+    target = name_field(body, _first_key(body))
     cc = None
     if isinstance(target, str):
         cc = d.touch(f"{db}.{target}")
     elif target != 1:
         c.namespace(d, db, body, _first_key(body))
+    pipeline = body.get("pipeline")
+    if not is_array(pipeline):
+        # no pipeline to walk: nothing can reach another namespace, the server refuses it
+        d.malformed_unless_ungoverned("aggregate needs a pipeline array", cc.namespace if cc else None)
     collation, let = body.get("collation"), body.get("let")
     if cc is not None:
         _first_stage(c, d, cc, pipeline, collation, let)
@@ -117,8 +119,10 @@ def _first_stage(c: Checks, d: Decision, cc: Any, pipeline: Sequence[Any], colla
 def _foreign_ns(db: str, value: Any) -> str | None:
     if isinstance(value, str) and value:
         return f"{db}.{value}"
-    if is_mapping(value) and isinstance(value.get("db"), str) and isinstance(value.get("coll"), str):
-        return f"{value['db']}.{value['coll']}"
+    if is_mapping(value):
+        other_db, coll = name_field(value, "db"), name_field(value, "coll")
+        if isinstance(other_db, str) and isinstance(coll, str):
+            return f"{other_db}.{coll}"
     return None
 
 
@@ -133,10 +137,29 @@ def _conjunction(*filters: Any) -> dict[str, Any]:
     return {"$and": parts} if parts else {}
 
 
-def _sub_query(d: Decision, ns: str, query: dict[str, Any], scope: Scope) -> None:
+def _per_document(field: Any) -> dict[str, Any]:
+    """A join field fixed once per input document (``foreignField``, ``connectToField``)."""
+    return {field: PER_DOCUMENT} if isinstance(field, str) else {}
+
+
+def _lookup_query(spec: Mapping[str, Any], sub: Any) -> dict[str, Any]:
+    return _conjunction(_per_document(spec.get("foreignField")), _first_match(sub))
+
+
+def _graph_query(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return _conjunction(_per_document(spec.get("connectToField")), spec.get("restrictSearchWithMatch"))
+
+
+def _union_query(sub: Any) -> dict[str, Any]:
+    return _conjunction(_first_match(sub))
+
+
+def _sub_query(d: Decision, ns: str, read: Callable[[], dict[str, Any]], scope: Scope) -> None:
+    """The query a sub-pipeline runs on ``ns``, read (``read()``) only when ``ns`` is declared."""
     cc = d.touch(ns)
     if cc is not None and cc.global_query != "off":
         assert cc.shard_key is not None
+        query = read()
         missing = cc.shard_key.missing(query, nonsimple_collation(scope.collation), scope.variables)
         if missing:
             d.global_query(cc, missing, query)
@@ -152,11 +175,9 @@ def _sub_pipelines(c: Checks, d: Decision, db: str, pipeline: Sequence[Any], sco
             if name == "$lookup" and is_mapping(spec):
                 _lookup(c, d, db, spec, scope, depth)
             elif name == "$graphLookup" and is_mapping(spec):
-                ns = _foreign_ns(db, spec.get("from"))
-                to_field = spec.get("connectToField")
-                equal = {to_field: PER_DOCUMENT} if isinstance(to_field, str) else {}
+                ns = _foreign_ns(db, name_field(spec, "from"))
                 if ns is not None:
-                    _sub_query(d, ns, _conjunction(equal, spec.get("restrictSearchWithMatch")), scope)
+                    _sub_query(d, ns, partial(_graph_query, spec), scope)
             elif name == "$unionWith":
                 _union_with(c, d, db, spec, scope, depth)
             elif name == "$facet" and is_mapping(spec):
@@ -166,22 +187,20 @@ def _sub_pipelines(c: Checks, d: Decision, db: str, pipeline: Sequence[Any], sco
 
 
 def _lookup(c: Checks, d: Decision, db: str, spec: Mapping[str, Any], scope: Scope, depth: int) -> None:
-    ns = _foreign_ns(db, spec.get("from"))
+    ns = _foreign_ns(db, name_field(spec, "from"))
     sub = spec.get("pipeline")
     inner = scope.with_variables(spec.get("let"))
     if ns is not None:
-        foreign = spec.get("foreignField")
-        equal = {foreign: PER_DOCUMENT} if isinstance(foreign, str) else {}
-        _sub_query(d, ns, _conjunction(equal, _first_match(sub)), inner)
+        _sub_query(d, ns, partial(_lookup_query, spec, sub), inner)
     if is_array(sub):
         _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, inner, depth + 1)
 
 
 def _union_with(c: Checks, d: Decision, db: str, spec: Any, scope: Scope, depth: int) -> None:
-    coll, sub = (spec, None) if isinstance(spec, str) else (spec.get("coll"), spec.get("pipeline")) if is_mapping(spec) else (None, None)
+    coll, sub = (spec, None) if isinstance(spec, str) else (name_field(spec, "coll"), spec.get("pipeline")) if is_mapping(spec) else (None, None)
     ns = _foreign_ns(db, coll)
     if ns is not None:
-        _sub_query(d, ns, _conjunction(_first_match(sub)), scope)
+        _sub_query(d, ns, partial(_union_query, sub), scope)
     if is_array(sub):
         _sub_pipelines(c, d, ns.partition(".")[0] if ns else db, sub, scope, depth + 1)
 
@@ -190,10 +209,10 @@ def _output_targets(d: Decision, db: str, pipeline: Sequence[Any]) -> None:
     for stage in pipeline:
         if not is_mapping(stage):
             continue
-        target = stage.get("$out")
-        merge = stage.get("$merge")
+        target = name_field(stage, "$out")
+        merge = name_field(stage, "$merge")
         if merge is not None:
-            target = merge.get("into") if is_mapping(merge) else merge
+            target = name_field(merge, "into") if is_mapping(merge) else merge
         ns = _foreign_ns(db, target)
         if ns is not None:
             d.touch(ns)
@@ -255,11 +274,13 @@ def bulk_write(c: Checks, d: Decision, db: str, body: Mapping[str, Any], src: So
     """The 8.0 bulkWrite: each op checked against its nsInfo namespace."""
     namespaces: list[str] = []
     for j, entry in enumerate(c.statements(d, body, src, "nsInfo", None)):
-        ns = entry.get("ns") if is_mapping(entry) else None
-        if not isinstance(ns, str) or "." not in ns:
+        ns = name_field(entry, "ns") if is_mapping(entry) else None
+        if not isinstance(ns, str) or "." not in ns:  # the namespaces themselves: always strict
             d.malformed(f"nsInfo.{j} must be a document with a \"db.collection\" ns")
         namespaces.append(ns)
     colls = [d.touch(ns) for ns in namespaces]
+    if not c.governs(d):
+        return  # every nsInfo namespace is undeclared: no op can reach a declared one
     for i, op in enumerate(c.statements(d, body, src, "ops", None)):
         kind = _first_key(op) if is_mapping(op) else ""
         index = op.get(kind) if kind else None
@@ -292,7 +313,7 @@ def explain(c: Checks, d: Decision, db: str, body: Mapping[str, Any], _src: Sour
     if not is_mapping(inner) or not inner:
         return  # the server answers a malformed explain itself
     inner_name = canonical(_first_key(inner))
-    d.comments.append(inner.get("comment"))
+    d.commented.append(inner)
     handler = HANDLERS.get(inner_name) if inner_name in _EXPLAINABLE else None
     if handler is None:
         c.generic(d, inner_name, db, inner)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -16,6 +16,7 @@ RuleName = Literal[
     "read_only",
     "pipeline_update",
     "malformed",
+    "ambiguous",
 ]
 
 
@@ -40,6 +41,35 @@ class CommandLike(Protocol):
 
 
 _EMPTY: Mapping[str, Sequence[Mapping[str, Any]]] = {}
+
+
+class WithSequences(Mapping[str, Any]):
+    """A command body with some kind-1 sequences read as fields of it (what a server
+    that takes a sequence does with it: an array field of the command). The wire
+    codec has refused a sequence that names a body field, so nothing is shadowed;
+    a sequence is decoded only when its field is read."""
+
+    __slots__ = ("_body", "_sequences", "_names")
+
+    def __init__(self, body: Mapping[str, Any], sequences: Mapping[str, Sequence[Mapping[str, Any]]], names: Sequence[str]) -> None:
+        self._body = body
+        self._sequences = sequences
+        self._names = tuple(names)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._names and key not in self._body:
+            return self._sequences[key]
+        return self._body[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._body
+        yield from (n for n in self._names if n not in self._body)
+
+    def __len__(self) -> int:
+        return len(self._body) + sum(1 for n in self._names if n not in self._body)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names or key in self._body
 
 
 @dataclass(frozen=True)

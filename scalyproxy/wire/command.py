@@ -26,13 +26,19 @@ from typing import Any, Final, NamedTuple, Protocol, overload
 # an isinstance check and a cast() call to every message.
 from bson import _bson_to_dict, _dict_to_bson
 
+from scalyproxy.wire.ambiguous import (
+    KEY_DOUBTS,
+    AmbiguousRead,
+    LenientDocument,
+    decode_command_document,
+    decode_command_run,
+)
 from scalyproxy.wire.documents import (
     DECODE_OPTIONS,
     ENCODE_OPTIONS,
     Buffer,
     decode_document,
     decode_run,
-    decode_sequence,
 )
 from scalyproxy.wire.errors import ProtocolError
 
@@ -197,19 +203,27 @@ class DocumentRun(Sequence[dict[str, Any]]):
 
 class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
     """Kind-1 document sequences, each decoded and validated when first read
-    (or, when the C scanner has validated them already, a :class:`DocumentRun`)."""
+    (or, when the C scanner has validated them already, a :class:`DocumentRun`).
+
+    ``decoded`` holds sequences the careful path has already decoded (those the
+    scanner did not prove clean: their documents may be :class:`LenientDocument`).
+    """
 
     __slots__ = ("_message", "_spans", "_decoded", "_checked")
 
     def __init__(
-        self, message: Buffer, spans: dict[str, tuple[int, int]], checked: bool = False
+        self,
+        message: Buffer,
+        spans: dict[str, tuple[int, int]],
+        checked: bool = False,
+        decoded: dict[str, Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self._message = message
         self._spans = spans
-        self._decoded: dict[str, Sequence[dict[str, Any]]] = {}
+        self._decoded: dict[str, Sequence[Mapping[str, Any]]] = decoded or {}
         self._checked = checked  # already scanned: valid BSON, no repeated key
 
-    def __getitem__(self, name: str) -> Sequence[dict[str, Any]]:
+    def __getitem__(self, name: str) -> Sequence[Mapping[str, Any]]:
         docs = self._decoded.get(name)
         if docs is None:
             start, stop = self._spans[name]
@@ -218,7 +232,7 @@ class LazySequences(Mapping[str, Sequence[Mapping[str, Any]]]):
             if self._checked:
                 docs = DocumentRun(view, start, what)
             else:
-                docs = decode_sequence(view, offset=start, what=what)
+                docs = decode_command_run(view, offset=start, what=what)
             self._decoded[name] = docs
         return docs
 
@@ -338,19 +352,19 @@ def _view(
 def _op_msg_view(data: Buffer, compressor_id: int | None) -> CommandView:
     layout = parse_op_msg(data)
     start, stop = layout.body
-    body = decode_document(memoryview(data)[start:stop], offset=start, what="the command body")
+    body = decode_command_document(memoryview(data)[start:stop], offset=start, what="the command body")
     name, db = _name_and_db(body)
     sequences = NO_SEQUENCES
     if layout.sequences:
         check_sequence_names(body, layout.sequences)
+        decoded: dict[str, Sequence[Mapping[str, Any]]] = {}
         if _scan is not None:  # every document is validated now, read by the policy or not
             whole = memoryview(data)
             for ident, (a, b) in layout.sequences.items():
                 if _scan.scan_run(whole[a:b])[0] != "ok":
-                    # raises, saying what is wrong; returns only for a run too deep to
-                    # scan, having checked it the slow way
-                    decode_sequence(whole[a:b], offset=a, what=f"kind-1 section {ident!r}")
-        sequences = LazySequences(data, layout.sequences, checked=_scan is not None)
+                    # raises for invalid BSON; else the documents, lenient where in doubt
+                    decoded[ident] = decode_command_run(whole[a:b], offset=a, what=f"kind-1 section {ident!r}")
+        sequences = LazySequences(data, layout.sequences, _scan is not None, decoded)
     request_id = struct.unpack_from("<i", data, 4)[0]
     view = (name, db, body, sequences, request_id, OP_MSG, layout.flags, compressor_id, False, data)
     return _tuple_new(CommandView, view)
@@ -392,17 +406,28 @@ def _op_query_view(data: Buffer, compressor_id: int | None) -> CommandView:
 
 def unwrap_query(query: dict[str, Any]) -> dict[str, Any]:
     """The command inside a legacy ``{$query: {...}, $readPreference: ...}`` wrapper."""
-    if query and next(iter(query)) == "$query" and isinstance(query["$query"], dict):
+    if query and next(iter(query)) == "$query" and isinstance(query["$query"], dict):  # strict: dicts
         inner: dict[str, Any] = query["$query"]
         return inner
     return query
 
 
-def _name_and_db(body: dict[str, Any]) -> tuple[str, str]:
-    name = next(iter(body), None)
+def _name_and_db(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The command's name and database, read strictly whatever the rest: a repeated
+    or undecodable first key, a repeated ``$db`` or one that is not UTF-8 is refused."""
+    if isinstance(body, LenientDocument):
+        fields, doubt = body.unchecked(), body.doubt
+        name = next(iter(fields), None)
+        if name is not None and doubt.get(name, 0) & KEY_DOUBTS:
+            raise AmbiguousRead(name, doubt[name])
+        if "$db" in doubt:
+            raise AmbiguousRead("$db", doubt["$db"])
+    else:
+        fields = body
+        name = next(iter(body), None)
     if name is None:
         raise _command_error("the command body is empty (a command is named by its first key)")
-    db = body.get("$db")
+    db = fields.get("$db")
     if type(db) is not str or not db:
         raise _command_error(f"the {name!r} command has no usable $db (got {db!r})", "$db")
     return name, db

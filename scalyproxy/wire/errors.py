@@ -31,11 +31,13 @@ KINDS: Final = frozenset(
 class ProtocolError(Exception):
     """Bytes that are not a message the proxy may read one single way.
 
-    ``fatal`` is True when the byte stream can no longer be trusted (framing is
-    broken, or the MongoDB server itself would close the connection: unknown
-    section kind, unknown required flag bit, checksum mismatch); the relay then
-    closes. Otherwise the relay may answer ``request_id`` with an error reply
-    and keep the connection.
+    ``fatal`` is True when the byte stream can no longer be cut into messages (a
+    length prefix out of bounds, a header that cannot be read); the relay then
+    closes. Every other error is about one whole message: the relay answers
+    ``request_id`` with an error reply (none for a ``moreToCome`` request) and
+    reads on. (The MongoDB server closes the connection on an unknown section
+    kind, an unknown required flag bit or a checksum mismatch; the proxy knows
+    where such a message ends, so it answers instead.)
     """
 
     def __init__(

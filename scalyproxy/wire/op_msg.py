@@ -9,7 +9,8 @@ unknown required flag bits (2-15) refused, optional bits (16-31) ignored; a
 present checksum verified; exactly one kind-0 section; kind-1 identifiers
 unique, NUL-terminated, valid UTF-8 and not naming a body field (also as a
 dotted path); every size checked against what remains; an unknown section kind
-is fatal. ``parse_op_msg`` only finds the sections (no BSON decoded), so the
+refused. None of these is fatal: the frame's length was sound, so the relay
+answers the request and reads on (docs/wire.md). ``parse_op_msg`` only finds the sections (no BSON decoded), so the
 caller decides what to decode.
 """
 
@@ -19,8 +20,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-from crc32c import crc32c
-
+from scalyproxy.wire.ambiguous import LenientDocument
 from scalyproxy.wire.documents import Buffer, decode_document, decode_sequence, encode_document
 from scalyproxy.wire.errors import ProtocolError
 from scalyproxy.wire.header import HEADER_SIZE, OP_MSG, pack_header
@@ -89,6 +89,14 @@ def parse_op_msg(data: Buffer) -> MsgLayout:
     return MsgLayout(flags, body, sequences, sections, bool(flags & FLAG_CHECKSUM_PRESENT))
 
 
+def _crc32c(data: Buffer) -> int:
+    # imported on first use: the crc32c package loads importlib.metadata (and through
+    # it the socket module), which the pure policy layer, importing this codec, must not
+    from crc32c import crc32c
+
+    return int(crc32c(data))
+
+
 def check_flags(flags: int) -> None:
     unknown = flags & REQUIRED_FLAGS_MASK & ~KNOWN_REQUIRED_FLAGS
     if unknown:
@@ -98,7 +106,6 @@ def check_flags(flags: int) -> None:
             kind="bad_flags",
             offset=_FLAGS_AT,
             field="flagBits",
-            fatal=True,
         )
 
 
@@ -110,17 +117,15 @@ def _verify_checksum(data: Buffer) -> int:
             kind="bad_checksum",
             offset=_SECTIONS_AT,
             field="checksum",
-            fatal=True,
         )
     expected = _UINT32.unpack_from(data, end)[0]
-    actual = crc32c(memoryview(data)[:end])
+    actual = _crc32c(memoryview(data)[:end])
     if actual != expected:
         raise ProtocolError(
             f"CRC-32C checksum mismatch: message says 0x{expected:08x}, bytes give 0x{actual:08x}",
             kind="bad_checksum",
             offset=end,
             field="checksum",
-            fatal=True,
         )
     return end
 
@@ -145,7 +150,7 @@ def _parse_sections(data: Buffer, end: int) -> tuple[Span, dict[str, Span], list
             stop = docs[1]
         else:
             raise ProtocolError(
-                f"unknown OP_MSG section kind {kind}", kind="bad_section", offset=pos, fatal=True
+                f"unknown OP_MSG section kind {kind}", kind="bad_section", offset=pos
             )
         sections.append((pos, stop))
         pos = stop
@@ -207,9 +212,10 @@ def check_sequence_names(body: Mapping[str, Any], names: Sequence[str] | Mapping
     for name in names:
         node: Any = body
         for part in name.split("."):
-            if not (type(node) is dict or isinstance(node, Mapping)) or part not in node:
+            fields = node.unchecked() if isinstance(node, LenientDocument) else node  # doubtful keys count
+            if not (type(fields) is dict or isinstance(fields, Mapping)) or part not in fields:
                 break
-            node = node[part]
+            node = fields[part]
         else:
             raise ProtocolError(
                 f"kind-1 section {name!r} collides with a field of the body",
@@ -273,5 +279,5 @@ def assemble_op_msg(
         [pack_header(length, request_id, response_to, OP_MSG), _UINT32.pack(flags), sections]
     )
     if checksum:
-        message += _UINT32.pack(crc32c(message))
+        message += _UINT32.pack(_crc32c(message))
     return message

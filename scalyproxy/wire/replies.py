@@ -9,6 +9,7 @@ for OP_QUERY / OP_GET_MORE requests. They never carry ``errorLabels`` (so no
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -36,7 +37,7 @@ from scalyproxy.wire.op_compressed import (
     decompress_message,
     may_compress,
 )
-from scalyproxy.wire.op_msg import assemble_op_msg, encode_op_msg, parse_op_msg
+from scalyproxy.wire.op_msg import FLAG_MORE_TO_COME, assemble_op_msg, encode_op_msg, parse_op_msg
 from scalyproxy.wire.op_query import (
     REPLY_FLAG_QUERY_FAILURE,
     assemble,
@@ -56,14 +57,19 @@ __all__ = [
     "error_body",
     "error_reply",
     "may_compress",
+    "request_kind",
     "rewrite_command",
 ]
 
 _LEGACY_REPLY_OPS: Final = frozenset({OP_QUERY, OP_GET_MORE})
+_INT32_AT: Final = struct.Struct("<i").unpack_from
 
 
 def error_body(*, code: int, code_name: str, errmsg: str) -> dict[str, Any]:
-    """The command-error document MongoDB servers send (and nothing more)."""
+    """The command-error document MongoDB servers send (and nothing more). An errmsg
+    quoting bytes that are not UTF-8 (a collection name, a key) shows them escaped."""
+    if not errmsg.isascii():
+        errmsg = errmsg.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"ok": 0.0, "errmsg": errmsg, "code": code, "codeName": code_name}
 
 
@@ -92,6 +98,26 @@ def error_reply(
             flags=REPLY_FLAG_QUERY_FAILURE,
         )
     return encode_op_msg(body, request_id=request_id, response_to=request.request_id)
+
+
+def request_kind(data: Buffer, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> tuple[int, bool]:
+    """``(op_code, more_to_come)`` of a whole request frame that may not decode: the
+    opcode it was sent as (the wrapped one of an OP_COMPRESSED, when its prefix is
+    there) and whether it is an OP_MSG flagged moreToCome (its sender expects no
+    reply). What the proxy needs to answer a request it cannot read. A flag it
+    cannot read (an OP_MSG too short, a compressed one that does not decompress)
+    counts as not set."""
+    op_code = HEADER_STRUCT.unpack_from(data, 0)[3]
+    if op_code == OP_COMPRESSED and len(data) >= HEADER_SIZE + 4:
+        op_code = _INT32_AT(data, HEADER_SIZE)[0]
+        if op_code == OP_MSG:
+            try:
+                data = decompress_message(data, max_message_size)
+            except ProtocolError:
+                return op_code, False
+    if op_code != OP_MSG or len(data) < HEADER_SIZE + 4:
+        return op_code, False
+    return op_code, bool(_INT32_AT(data, HEADER_SIZE)[0] & FLAG_MORE_TO_COME)
 
 
 def rewrite_command(

@@ -50,8 +50,10 @@ from scalyproxy.wire import (
     encode_op_query,
     make_frame,
 )
+from scalyproxy.wire import ambiguous as ambiguous_module
 from scalyproxy.wire import command as command_module
 from scalyproxy.wire import documents as documents_module
+from scalyproxy.wire.ambiguous import LenientDocument
 from scalyproxy.wire.documents import DECODE_OPTIONS, decode_document, find_duplicate_key
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
@@ -142,8 +144,8 @@ def fast_path_agrees(raw: bytes, view: Any) -> None:
 
 def _pure_python_view(raw: bytes) -> Any:
     """The view without the C extension (sequences read, as the C path scans them)."""
-    saved = documents_module._scan, command_module._scan
-    documents_module._scan = command_module._scan = None
+    saved = documents_module._scan, command_module._scan, ambiguous_module._scan
+    documents_module._scan = command_module._scan = ambiguous_module._scan = None
     try:
         view = command_module._python_command_view(make_frame(raw), max_message_size=FUZZ_MAX)
         for name in view.sequences:
@@ -152,7 +154,7 @@ def _pure_python_view(raw: bytes) -> Any:
     except ProtocolError:
         return None
     finally:
-        documents_module._scan, command_module._scan = saved
+        documents_module._scan, command_module._scan, ambiguous_module._scan = saved
 
 
 def same_as_pure_python(raw: bytes, view: Any) -> None:
@@ -290,6 +292,12 @@ def _same_value(a: Any, b: Any) -> bool:
     """Equality that treats NaN as equal to NaN (the one value that is not equal to itself)."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
+    if isinstance(a, LenientDocument) or isinstance(b, LenientDocument):
+        return (
+            type(a) is type(b)
+            and dict(a.doubt) == dict(b.doubt)
+            and _same_value(dict(a.unchecked()), dict(b.unchecked()))
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return list(a) == list(b) and all(_same_value(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):

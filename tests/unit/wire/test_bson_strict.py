@@ -20,6 +20,7 @@ from scalyproxy.wire import (
     decode_sequence,
     make_frame,
 )
+from scalyproxy.wire.ambiguous import AmbiguousRead, LenientDocument
 from scalyproxy.wire.documents import DECODE_OPTIONS, find_duplicate_key
 from tests.unit.wire.build import (
     BODY,
@@ -71,9 +72,11 @@ def test_decode_errors_are_refused_everywhere(name: str, case: dict[str, Any]) -
     assert info.value.kind == "bad_bson"
     with pytest.raises(ProtocolError):
         decode_sequence(raw)
-    with pytest.raises(ProtocolError) as in_body:  # as the command body
+    with pytest.raises(ProtocolError) as in_body:  # as the command body (these have no $db)
         command_view(make_frame(op_msg(0, BODY, raw)))
-    assert in_body.value.kind in ("bad_bson", "bad_section") and in_body.value.request_id == 7
+    assert in_body.value.kind in ("bad_bson", "bad_section", "bad_command") and in_body.value.request_id == 7
+    if in_body.value.kind == "bad_command":  # only a string is not UTF-8: the body reads leniently
+        assert "UTF-8" in name
     view_or_error: Any
     try:  # as a kind-1 document: the layout may already be refused, else reading is
         view_or_error = command_view(
@@ -81,8 +84,12 @@ def test_decode_errors_are_refused_everywhere(name: str, case: dict[str, Any]) -
         )
     except ProtocolError:
         return
-    with pytest.raises(ProtocolError):
-        view_or_error.sequences["docs"]
+    # only a string that is not UTF-8 gets this far: the document reads, its bad part does not
+    assert "UTF-8" in name
+    (document,) = view_or_error.sequences["docs"]
+    assert isinstance(document, LenientDocument) and document.doubt
+    with pytest.raises(AmbiguousRead):
+        dict(document)
 
 
 @pytest.mark.parametrize("name, case", VALID, ids=[n for n, _ in VALID])
@@ -138,8 +145,12 @@ def test_duplicate_inside_a_filter() -> None:
     err = dup_error(raw)
     assert err.field == "filter.a"
     assert err.offset is not None and raw[err.offset : err.offset + 3] == b"\x10a\x00"
-    msg_err = pytest.raises(ProtocolError, command_view, make_frame(op_msg(0, BODY, raw))).value
-    assert msg_err.field == "filter.a" and msg_err.offset == err.offset + 21
+    # in a command, the repeat is refused only when read (docs/wire.md, strict where the verdict reads)
+    view = command_view(make_frame(op_msg(0, BODY, raw)))
+    assert view.name == "find" and view.db == "d" and view.body["find"] == "c"
+    with pytest.raises(AmbiguousRead) as read:
+        view.body["filter"]["a"]
+    assert read.value.kind == "duplicate_key" and read.value.field == "a"
 
 
 def test_duplicate_deep_inside_arrays() -> None:

@@ -30,6 +30,7 @@ from scalyproxy.wire import (
     decode_sequence,
     encode_op_msg,
 )
+from scalyproxy.wire import ambiguous as ambiguous_module
 from scalyproxy.wire import command as command_module
 from scalyproxy.wire import documents as documents_module
 from scalyproxy.wire.documents import HAVE_SCAN
@@ -277,6 +278,7 @@ def test_fast_view_takes_any_buffer_and_keeps_the_object() -> None:
 def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(documents_module, "_scan", None)
     monkeypatch.setattr(command_module, "_scan", None)
+    monkeypatch.setattr(ambiguous_module, "_scan", None)
     yield
 
 
