@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bson
+from bson.codec_options import CodecOptions
 
 from scalyproxy.wire import header as wh
 from scalyproxy.wire.framer import Frame, Framer
@@ -40,7 +41,19 @@ HELLO_REPLY: dict[str, Any] = {
 Handler = Callable[["ScriptedPeer", socket.socket, Frame, dict[str, Any]], bytes | None]
 
 
+#: The peer reads what the proxy forwards, which may repeat a key or hold bytes that
+#: are not UTF-8 (the server answers those): read leniently, never refused.
+_READ = CodecOptions(unicode_decode_error_handler="surrogateescape")
+
+
 def _body_of(frame: Frame) -> dict[str, Any]:
+    try:
+        return _decoded_body(frame)
+    except Exception:  # noqa: BLE001 - bytes this peer cannot read: an empty body
+        return {}
+
+
+def _decoded_body(frame: Frame) -> dict[str, Any]:
     data = bytes(frame.data)
     op = frame.header.op_code
     if op == wh.OP_COMPRESSED:
@@ -50,12 +63,12 @@ def _body_of(frame: Frame) -> dict[str, Any]:
         # flags (4) then the kind-0 section
         assert data[20] == 0
         length = struct.unpack_from("<i", data, 21)[0]
-        return bson.decode(data[21 : 21 + length])
+        return bson.decode(data[21 : 21 + length], _READ)
     if op == wh.OP_QUERY:
         pos = 20
         pos = data.index(b"\x00", pos) + 1 + 8
         length = struct.unpack_from("<i", data, pos)[0]
-        return bson.decode(data[pos : pos + length])
+        return bson.decode(data[pos : pos + length], _READ)
     return {}
 
 

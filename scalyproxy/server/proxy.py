@@ -29,12 +29,12 @@ _NOT_VALUES = frozenset({"lsid", "$clusterTime", "signature", "txnNumber", "$db"
 
 def command_values(view: CommandView) -> str:
     """The command's documents as extended JSON (only logged with ``log_values: true``)."""
-    body = {k: v for k, v in view.body.items() if k not in _NOT_VALUES}
     try:
+        body = {k: v for k, v in view.body.items() if k not in _NOT_VALUES}
         for ident, docs in view.sequences.items():
             body[ident] = list(docs[:MAX_LOGGED_DOCUMENTS])
         text = json_util.dumps(body)
-    except Exception as exc:  # values that cannot be rendered must not cost the log line
+    except Exception as exc:  # values that cannot be rendered (or read one way) must not cost the log line
         text = f"<unrenderable: {type(exc).__name__}>"
     return text if len(text) <= MAX_LOGGED_VALUES else text[: MAX_LOGGED_VALUES - 3] + "..."
 
@@ -78,8 +78,12 @@ class Proxy:
         self.connections.add(conn)
         return True
 
-    def forget(self, conn: ClientConnection) -> None:
+    def forget(self, conn: ClientConnection) -> bool:
+        """A connection closed; whether it had been admitted."""
+        if conn not in self.connections:
+            return False
         self.connections.discard(conn)
+        return True
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

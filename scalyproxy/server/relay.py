@@ -9,6 +9,12 @@ bytes stream to the client as they arrive, walked by a :class:`ReplyTracker`
 only to know where messages end. Nothing pairs one reply to one request, so
 ``moreToCome`` requests (w:0 writes) and replies (exhaust cursors, streaming
 hello) just work.
+
+bytes -> frame (:mod:`scalyproxy.wire.framer`) -> verdict (the fast path, or
+:mod:`scalyproxy.policy`; a hello takes :mod:`~scalyproxy.server.handshake`)
+-> bytes: the original ones upstream, or an error reply
+(:mod:`~scalyproxy.server.refusal`). A connection reads what it needs of its
+proxy through :class:`~scalyproxy.server.context.ProxyState`.
 """
 
 from __future__ import annotations
@@ -17,21 +23,23 @@ import asyncio
 import ssl
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from scalyproxy import codes
 from scalyproxy.logs import log
+from scalyproxy.server.context import ProxyState
+from scalyproxy.server.handshake import HELLO_NAMES, handshake
+from scalyproxy.server.refusal import framing_lost, refuse, refuse_plain, unreadable
 from scalyproxy.server.stream import ReplyTracker
 from scalyproxy.wire import header as wh
 from scalyproxy.wire.command import CommandView, command_view
 from scalyproxy.wire.errors import ProtocolError
 from scalyproxy.wire.framer import Data, Frame, Framer, make_frame
 from scalyproxy.wire.op_msg import FLAG_MORE_TO_COME
-from scalyproxy.wire.replies import decode_reply_body, error_reply, rewrite_command
+from scalyproxy.wire.replies import decode_reply_body
 
 if TYPE_CHECKING:
-    from scalyproxy.server.proxy import Proxy
     from scalyproxy.server.upstream import HostState
 
 try:
@@ -39,7 +47,6 @@ try:
 except ImportError:  # the pure-Python install: every command goes through the engine
     fast_decide = None  # type: ignore[assignment]
 
-HELLO_NAMES = frozenset({"hello", "ismaster"})
 _int32_at = struct.Struct("<i").unpack_from
 WRITE_BUFFER_HIGH = 1 << 20  # bytes queued towards a slow peer before we stop reading the other side
 WRITE_BUFFER_LOW = 256 << 10
@@ -68,7 +75,7 @@ class ClientConnection(asyncio.Protocol):
         "stream_offset", "framer_base",
     )
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyState) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamConnection | None = None
@@ -174,8 +181,8 @@ class ClientConnection(asyncio.Protocol):
             raise
 
     def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, ProtocolError):
-            self._protocol_error(exc)
+        if isinstance(exc, ProtocolError):  # from the framer: a length prefix out of bounds
+            framing_lost(self, exc)
             return
         # a bug of ours must cost this connection only
         log.error("internal_error", client=self.peer, app=self.app_name, error=repr(exc))
@@ -187,8 +194,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self in self.proxy.connections:  # not for connections refused at accept
-            self.proxy.forget(self)
+        if self.proxy.forget(self):  # not for connections refused at accept
             self.proxy.hooks.client_closed(self.peer)
         if self.upstream is not None:
             self.upstream.close()
@@ -256,33 +262,38 @@ class ClientConnection(asyncio.Protocol):
     def _handle(self, frame: Frame) -> None:
         started = time.monotonic()
         proxy = self.proxy
-        view = command_view(frame)  # raises ProtocolError for bad or unsupported messages
-        name = view.name
-        if name[0] in "hHiI" and name.lower() in HELLO_NAMES:
-            self._handshake(view, frame)
+        try:
+            view = command_view(frame)  # raises ProtocolError for bad or unsupported messages
+            name = view.name
+            if name[0] in "hHiI" and name.lower() in HELLO_NAMES:
+                handshake(self, view, frame)
+                return
+            if view.legacy:
+                refuse_plain(
+                    self,
+                    view,
+                    codes.UNSUPPORTED_OPERATION,
+                    f"OP_QUERY is accepted only for the handshake (hello/isMaster), not for "
+                    f"{view.name!r}: use a driver that speaks OP_MSG (MongoDB 3.6+)",
+                    rule="legacy_opcode",
+                )
+                return
+            verdict = proxy.engine.decide(view)
+        except ProtocolError as exc:  # the frame is whole: answered, and the next message is read
+            unreadable(self, frame, exc)
             return
-        if view.legacy:
-            self._refuse_plain(
-                view,
-                codes.UNSUPPORTED_OPERATION,
-                f"OP_QUERY is accepted only for the handshake (hello/isMaster), not for "
-                f"{view.name!r}: use a driver that speaks OP_MSG (MongoDB 3.6+)",
-                rule="legacy_opcode",
-            )
-            return
-        verdict = proxy.engine.decide(view)
         refusal = verdict.refusal
         if refusal is not None:
             proxy.hooks.command(self, view, verdict, time.monotonic() - started)
             proxy.report_refusal(self, view, refusal, enforced=True)
-            self._refuse(view, refusal.code, refusal.code_name, refusal.message)
+            refuse(self, view, refusal.code, refusal.code_name, refusal.message)
             return
         for warning in verdict.warnings:
             proxy.report_refusal(self, view, warning, enforced=False)
-        self._forward(frame, view, started)
+        self.forward(frame, view, started)
         proxy.hooks.command(self, view, verdict, time.monotonic() - started)
 
-    def _forward(self, frame: Frame, view: CommandView, now: float | None = None) -> None:
+    def forward(self, frame: Frame, view: CommandView, now: float | None = None) -> None:
         """Send the original bytes upstream (``now``: the monotonic time the request was read)."""
         more_to_come = view.flags & FLAG_MORE_TO_COME and not view.legacy  # view.more_to_come, inlined
         self._send(frame.data, view.request_id, not more_to_come, view.name, now)
@@ -305,27 +316,8 @@ class ClientConnection(asyncio.Protocol):
         if not transport.is_closing():
             transport.write(data)
 
-    def _handshake(self, view: CommandView, frame: Frame) -> None:
-        body = view.body
-        meta = body.get("client")
-        if isinstance(meta, Mapping):
-            app = meta.get("application")
-            if isinstance(app, Mapping) and isinstance(app.get("name"), str):
-                self.app_name = app["name"]
-        self.proxy.hooks.handshake(self, view)  # learns the user from speculativeAuthenticate
-        if not view.more_to_come:
-            self.tracker.capture_ids.add(view.request_id)
-        wanted = body.get("compression")
-        if isinstance(wanted, list):
-            allowed = [c for c in wanted if c in self.proxy.compressors]
-            if allowed != wanted:
-                new_body = dict(body)
-                new_body["compression"] = allowed
-                self._forward_bytes(rewrite_command(view, new_body, request_id=view.request_id), view)
-                return
-        self._forward(frame, view)
-
-    def _forward_bytes(self, data: bytes, view: CommandView) -> None:
+    def forward_bytes(self, data: bytes, view: CommandView) -> None:
+        """Send bytes the proxy rewrote (a hello) upstream in place of ``view``'s request."""
         if self.upstream is None:
             self.close()
             return
@@ -336,50 +328,6 @@ class ClientConnection(asyncio.Protocol):
             if self.proxy.config.limits.upstream_timeout_s:
                 self.awaiting[view.request_id] = self.last_request
         self.upstream.write(data)
-
-    def _refuse(self, view: CommandView, code: int, code_name: str, errmsg: str) -> None:
-        if view.more_to_come:
-            # the client expects no reply (w:0): all we can do is log and count it
-            log.warning(
-                "refused_unacknowledged",
-                client=self.peer,
-                app=self.app_name,
-                command=view.name,
-                code_name=code_name,
-                reason=errmsg,
-            )
-            return
-        reply = error_reply(view, code=code, code_name=code_name, errmsg=errmsg, request_id=self.proxy.next_id())
-        self.send_own_reply(reply)
-
-    def _refuse_plain(self, view: CommandView, code: int, errmsg: str, rule: str) -> None:
-        log.warning("refused", client=self.peer, app=self.app_name, command=view.name, rule=rule, reason=errmsg)
-        self.proxy.hooks.protocol_error(rule)
-        self._refuse(view, code, codes.CODE_NAMES[code], errmsg)
-
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        self.proxy.hooks.protocol_error(exc.kind)
-        log.warning(
-            "protocol_error",
-            client=self.peer,
-            app=self.app_name,
-            kind=exc.kind,
-            reason=str(exc),
-            request_id=exc.request_id,
-            op_code=exc.op_code,
-        )
-        keep_open = exc.kind == "unsupported_opcode" and not exc.fatal
-        if exc.request_id is not None and exc.op_code in (wh.OP_MSG, wh.OP_QUERY, wh.OP_COMPRESSED, wh.OP_GET_MORE):
-            hdr = wh.Header(16, exc.request_id, 0, exc.op_code)
-            code = codes.UNSUPPORTED_OPERATION if keep_open else codes.PROTOCOL_ERROR
-            reply = error_reply(
-                hdr, code=code, code_name=codes.CODE_NAMES[code], errmsg=str(exc), request_id=self.proxy.next_id()
-            )
-            self.send_own_reply(reply)
-        elif keep_open:
-            keep_open = False  # legacy writes expect no reply: closing is the only signal left
-        if not keep_open:
-            self.close()
 
     # -- writing to the client -------------------------------------------------------
 
@@ -518,7 +466,7 @@ class RawRelayConnection(ClientConnection):
 
     __slots__ = ("waiting",)
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyState) -> None:
         super().__init__(proxy)
         self.waiting: list[bytes] | None = []  # bytes that came before the upstream connection
 

@@ -102,3 +102,28 @@ def other_opcodes() -> dict[str, bytes]:
 NEGATIVE = {**bad_op_msgs(), **other_opcodes()}
 
 
+
+
+#: Legacy writes: their sender reads no reply, so a refusal closes the connection.
+NO_REPLY = frozenset({"OP_INSERT", "OP_UPDATE", "OP_DELETE", "OP_KILL_CURSORS"})
+
+
+def refusable() -> dict[str, bytes]:
+    """Every kind of message the codec refuses although its frame is sound (request id
+    7): the negative cases that expect a reply, plus a repeated or undecodable name or
+    $db, bad BSON in a kind-1 document, no $db, and a compressed refusal."""
+    from scalyproxy.wire import compress_message
+    from tests.rawbson import bad, doc, op_msg
+
+    return {
+        **{k: v for k, v in NEGATIVE.items() if k not in NO_REPLY},
+        "two $db": op_msg(doc(("ping", 1), ("$db", "admin"), ("$db", "x")), 7),
+        "the name twice": op_msg(doc(("find", "a"), ("find", "b"), ("$db", "blog")), 7),
+        "a $db that is not UTF-8": op_msg(doc(("ping", 1), ("$db", bad(b"\xff"))), 7),
+        "invalid BSON in a kind-1 document": op_msg(doc(("insert", "c"), ("$db", "d")), 7, documents=[b"\x07\x00\x00\x00\x08a\x00"]),
+        "no $db": op_msg(doc(("ping", 1)), 7),
+        "compressed: two $db": compress_message(op_msg(doc(("ping", 1), ("$db", "admin"), ("$db", "x")), 7), 2),
+    }
+
+
+REFUSABLE = refusable()
