@@ -4,7 +4,11 @@ Rules are checked in this order, and the first enforced violation refuses the
 whole command (a batch with one bad statement is refused whole):
 deny_commands, read_only, unknown_namespace, then per namespace and statement
 shard_key_write, global_query, schema, pipeline_update, unindexed_query.
-Findings of rules in ``warn`` mode are collected as warnings.
+Findings of rules in ``warn`` mode are collected as warnings. Reading a part of
+the command that the proxy and the server could read differently (a repeated
+key, a string that is not UTF-8: ``wire.ambiguous.AmbiguousRead``) ends the
+decision with a refusal (rule ``ambiguous``); a malformed part ends it with a
+refusal only where the policy governs the command (:meth:`Checks.governs`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from scalyproxy.policy.model import CommandLike, Finding, Verdict, WithSequences
 from scalyproxy.wire.ambiguous import AmbiguousRead
 
 _VERDICT_CACHE_SIZE: Final = 4096
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 class Engine(Checks):
@@ -74,7 +75,7 @@ class Engine(Checks):
             if ns is not None:
                 d.namespaces.append(ns)
             return
-        expected = SEQUENCE_FIELDS.get(command, frozenset())
+        expected = SEQUENCE_FIELDS.get(command, _NONE)
         unexpected = [n for n in cmd.sequences if n not in expected]
         if unexpected:
             # read as the server would if it took them: fields of the body

@@ -230,10 +230,10 @@ def name_field(doc: Mapping[str, Any], key: str) -> Any:
     """``doc.get(key)`` for a field that names a namespace: a string that is not
     UTF-8 is returned as decoded (it cannot name a declared namespace); a repeated
     key still raises :class:`AmbiguousRead`."""
-    if isinstance(doc, LenientDocument):
-        reasons = doc.doubt.get(key, 0)
-        if reasons == BAD_VALUE and doc.unchecked()[key].__class__ is str:
-            return doc.unchecked()[key]
+    if doc.__class__ is LenientDocument:  # not isinstance: an ABC check, on every command
+        lenient: LenientDocument = doc  # type: ignore[assignment]
+        if lenient.doubt.get(key, 0) == BAD_VALUE and lenient.unchecked()[key].__class__ is str:
+            return lenient.unchecked()[key]
     return doc.get(key)
 
 

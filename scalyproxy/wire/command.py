@@ -2,13 +2,16 @@
 
 ``command_view(frame)`` accepts an OP_MSG, an OP_QUERY on ``<db>.$cmd`` (the
 legacy handshake) or an OP_COMPRESSED wrapping either. It decodes the body
-strictly (duplicate keys refused) and leaves kind-1 document sequences as bytes
-until someone reads them. With the C extension (``scalyproxy._scan``) an
-ordinary OP_MSG is viewed in one C call, and every kind-1 document is scanned
-(strictly valid BSON, no repeated key) before the view exists, whether or not
-the policy ever reads it; without it, sequences are validated when first read.
-The frame itself is never modified, so the relay can forward ``frame.data``
-untouched.
+and leaves kind-1 document sequences as bytes until someone reads them. With
+the C extension (``scalyproxy._scan``) an ordinary clean OP_MSG is viewed in
+one C call, and every kind-1 document is scanned before the view exists,
+whether or not the policy ever reads it; without it, sequences are validated
+when first read. Invalid BSON is refused. A repeated key or a string that is
+not UTF-8 is refused in the command's name and ``$db``; anywhere else the
+document is decoded as a :class:`~scalyproxy.wire.ambiguous.LenientDocument`,
+whose doubtful parts raise ``AmbiguousRead`` only when read (docs/wire.md,
+"Strict where the verdict reads"). The frame itself is never modified, so the
+relay can forward ``frame.data`` untouched.
 
 Everything else raises ProtocolError: ``kind="unsupported_opcode"``
 (non-fatal, with ``request_id``) for legacy and unknown opcodes and for OP_QUERY
