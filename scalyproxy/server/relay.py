@@ -265,7 +265,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             view = command_view(frame)  # raises ProtocolError for bad or unsupported messages
             name = view.name
-            if name[0] in "hHiI" and name.lower() in HELLO_NAMES:
+            if name and name[0] in "hHiI" and name.lower() in HELLO_NAMES:
                 handshake(self, view, frame)
                 return
             if view.legacy:

@@ -164,7 +164,7 @@ def write_corpus(sessions: list[tuple[bytearray, bytearray]]) -> tuple[int, int]
             except Exception:  # hello and friends are never compressed
                 pass
         variants[_with_checksum(raw)] = None
-    for raw in variants:
+    for raw in [*variants, *doubtful_messages()]:
         seed = bytes([15]) + raw  # chunks of 16 bytes
         (codec_dir / _name(seed)).write_bytes(seed)
     relays = 0
@@ -179,6 +179,24 @@ def write_corpus(sessions: list[tuple[bytearray, bytearray]]) -> tuple[int, int]
                 (relay_dir / _name(seed)).write_bytes(seed)
                 relays += 1
     return len(variants), relays
+
+
+def doubtful_messages() -> list[bytes]:
+    """What no driver sends, for the lenient path: repeated keys and strings that are not
+    UTF-8, in the name, $db, a filter, an update, a pipeline, a kind-1 document."""
+    from tests.rawbson import arr, bad, doc, op_msg
+
+    db = ("$db", "blog")
+    twice = doc(("author", "a"), ("title", "t"), ("title", "u"))
+    return [
+        op_msg(doc(("find", "blog_posts"), ("filter", twice), db), 3),
+        op_msg(doc(("find", "other"), ("filter", twice), ("comment", bad(b"x\xff")), db), 3),
+        op_msg(doc(("find", "a"), ("find", "b"), db), 3),
+        op_msg(doc(("ping", 1), ("$db", "admin"), ("$db", bad(b"\xff"))), 3),
+        op_msg(doc(("update", bad(b"c\xfe")), ("updates", arr(doc(("q", doc()), ("u", doc(("$set", doc(("v", 1), ("v", 2)))))))), db), 3),
+        op_msg(doc(("aggregate", "other"), ("pipeline", arr(doc(("$group", doc(("_id", doc(("v", "$v"), ("v", "$w")))))))), ("cursor", doc()), db), 3),
+        op_msg(doc(("insert", "blog_posts"), db), 3, documents=[doc(("_id", 1), ("_id", 2)), doc((b"k\xc0", 1))]),
+    ]
 
 
 def _with_checksum(raw: bytes) -> bytes:

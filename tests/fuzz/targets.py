@@ -13,8 +13,10 @@ re-encodes byte-identical (see :func:`reencode`).
 
 Also differential, for every OP_MSG frame: the C view (``scalyproxy._scan``)
 and the pure-Python view accept and refuse the same messages and read the same
-command, and the C scanner judges the body and every kind-1 document as
-pymongo's strict decoder plus the Python duplicate-key walker do.
+command (the same LenientDocuments, doubts included, where a part is in doubt),
+the C scanner judges the body and every kind-1 document as pymongo's strict
+decoder plus the Python duplicate-key walker do, and a body is decoded as a
+LenientDocument exactly when the scanner does not prove it clean.
 
 ``relay_target``: the input is ``[chunk size][3-byte client length][client
 bytes][upstream bytes]``; the client bytes go into a :class:`MemoryRelay` one
@@ -53,7 +55,7 @@ from scalyproxy.wire import (
 from scalyproxy.wire import ambiguous as ambiguous_module
 from scalyproxy.wire import command as command_module
 from scalyproxy.wire import documents as documents_module
-from scalyproxy.wire.ambiguous import LenientDocument
+from scalyproxy.wire.ambiguous import KEY_DOUBTS, LenientDocument, has_doubt
 from scalyproxy.wire.documents import DECODE_OPTIONS, decode_document, find_duplicate_key
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
@@ -126,6 +128,7 @@ def check_message(raw: bytes) -> None:
         same_as_pure_python(raw, view)
         scanner_agrees(raw)
         fast_path_agrees(raw, view)
+        lenient_only_in_doubt(raw, view)
     for decoder in (decode_reply_body_of, decode_op_msg, decode_op_query):
         try:
             decoder(raw)
@@ -140,6 +143,20 @@ def fast_path_agrees(raw: bytes, view: Any) -> None:
     if allowed is not None:
         _check(view is not None, "the fast path allowed a message the codec refuses")
         _check(engine.decide(view) is allowed, "the fast path and the engine disagree")
+
+
+def lenient_only_in_doubt(raw: bytes, view: Any) -> None:
+    """A viewed body is a LenientDocument exactly when the scanner does not prove its
+    bytes clean, and then it holds a doubt; the name and $db are never in doubt."""
+    if view is None:
+        return
+    start, stop = parse_op_msg(raw).body
+    answer = documents_module._scan.scan_document(raw[start:stop])
+    if isinstance(view.body, LenientDocument):
+        _check(answer != "ok" and has_doubt(view.body), f"a LenientDocument for a body the scanner says {answer}")
+        _check(not view.body.doubt.get(view.name, 0) & KEY_DOUBTS and "$db" not in view.body.doubt, "name or $db in doubt")
+    else:
+        _check(answer in ("ok", "too_deep"), f"a plain body for bytes the scanner says {answer}")
 
 
 def _pure_python_view(raw: bytes) -> Any:

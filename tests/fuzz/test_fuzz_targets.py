@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from scalyproxy.wire import ambiguous, command_view, make_frame
 from scalyproxy.wire.op_msg import encode_op_msg
 from tests.fuzz import targets
 from tests.fuzz.memrelay import MemoryRelay, captured_logs
@@ -130,3 +131,13 @@ def test_short_atheris_run(kind: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done 3000 runs" in proc.stderr
+
+
+def test_the_lenient_oracle_notices_a_clean_body_read_leniently() -> None:
+    clean = encode_op_msg({"find": "c", "filter": {"a": 1}, "$db": "d"}, request_id=1)
+    view = command_view(make_frame(clean))
+    targets.lenient_only_in_doubt(clean, view)  # the control
+    start = 21
+    lenient = ambiguous._decode_lenient(clean[start:], start, "the body")  # no doubt in it
+    with pytest.raises(InvariantError, match="LenientDocument"):
+        targets.lenient_only_in_doubt(clean, view._replace(body=lenient))

@@ -13,7 +13,7 @@ import pytest
 
 from scalyproxy.wire import compress_message
 from tests.fuzz.memrelay import MemoryRelay, captured_logs
-from tests.rawbson import doc, op_msg
+from tests.rawbson import arr, doc, op_msg
 from tests.reliability.cases import NEGATIVE, NO_REPLY, PING, REFUSABLE
 from tests.reliability.helpers import body_section, op_msg_raw, reply_doc, response_to
 
@@ -96,3 +96,34 @@ def test_pings_in_between_refusals_all_go_through() -> None:
         count += 1
         pos += struct.unpack_from("<i", out, pos)[0]
     assert count == len(CASES)
+
+
+def test_a_hello_whose_compression_list_is_in_doubt_is_refused() -> None:
+    """The proxy rewrites the compression list, so it reads it strictly."""
+    relay = MemoryRelay()
+    hello = op_msg(doc(("hello", 1), ("compression", arr("zlib")), ("compression", arr("lz4")), ("$db", "admin")), 7)
+    relay.from_client(hello + FOLLOW_UP)
+    assert not relay.closed and reply_doc(relay.to_client)["code"] == 29005
+    assert relay.to_upstream == FOLLOW_UP
+
+
+def test_a_hello_with_client_metadata_in_doubt_goes_through_unnamed() -> None:
+    """The application name is only for logs: one in doubt is not noted, the hello is forwarded."""
+    relay = MemoryRelay()
+    client = doc(("application", doc(("name", "a"), ("name", "b"))))
+    hello = op_msg(doc(("hello", 1), ("client", client), ("$db", "admin")), 7)
+    relay.from_client(hello)
+    assert relay.to_upstream == hello and relay.to_client == b"" and relay.conn.app_name is None
+    named = op_msg(doc(("hello", 1), ("client", doc(("application", doc(("name", "shop"),))),), ("$db", "admin")), 8)
+    relay.from_client(named)
+    assert relay.conn.app_name == "shop"
+
+
+def test_an_empty_command_name_goes_to_the_server() -> None:
+    """It once cost the connection (an IndexError in the relay); the server answers it."""
+    relay = MemoryRelay()
+    nameless = op_msg(doc(("", 1), ("$db", "admin")), 7)
+    with captured_logs() as logs:
+        relay.from_client(nameless)
+    assert not relay.closed and relay.to_upstream == nameless
+    assert not [e for e in logs.events() if e["event"] == "internal_error"]
