@@ -231,9 +231,9 @@ def name_field(doc: Mapping[str, Any], key: str) -> Any:
     UTF-8 is returned as decoded (it cannot name a declared namespace); a repeated
     key still raises :class:`AmbiguousRead`."""
     if doc.__class__ is LenientDocument:  # not isinstance: an ABC check, on every command
-        lenient: LenientDocument = doc  # type: ignore[assignment]
-        if lenient.doubt.get(key, 0) == BAD_VALUE and lenient.unchecked()[key].__class__ is str:
-            return lenient.unchecked()[key]
+        assert isinstance(doc, LenientDocument)
+        if doc.doubt.get(key, 0) == BAD_VALUE and doc.unchecked()[key].__class__ is str:
+            return doc.unchecked()[key]
     return doc.get(key)
 
 
