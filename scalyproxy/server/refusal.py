@@ -64,20 +64,10 @@ def unreadable(conn: Connection, frame: Frame, exc: ProtocolError) -> None:
     compression, an opcode it does not relay, a repeated name or ``$db``...):
     answered, skipped silently (moreToCome) or, for legacy writes, closed."""
     proxy = conn.proxy
-    proxy.hooks.protocol_error(exc.kind)
     request_id = frame.header.request_id
     op_code, more_to_come = request_kind(frame.data)
     outcome = "closed" if op_code in NO_REPLY_OPCODES else "unanswered" if more_to_come else "answered"
-    log.warning(
-        "protocol_error",
-        client=conn.peer,
-        app=conn.app_name,
-        kind=exc.kind,
-        reason=str(exc),
-        request_id=request_id,
-        op_code=op_code,
-        outcome=outcome,
-    )
+    _report(conn, exc, request_id, op_code, outcome)
     if outcome == "closed":
         conn.close()
     elif outcome == "answered":
@@ -92,6 +82,12 @@ def unreadable(conn: Connection, frame: Frame, exc: ProtocolError) -> None:
 def framing_lost(conn: Connection, exc: ProtocolError) -> None:
     """The client stream cannot be cut into messages any more (a length prefix out of
     bounds): nothing can be answered reliably, the connection is closed."""
+    _report(conn, exc, exc.request_id, exc.op_code, "closed")
+    conn.close()
+
+
+def _report(conn: Connection, exc: ProtocolError, request_id: int | None, op_code: int | None, outcome: str) -> None:
+    """Count one protocol error and log it (one line, no document values)."""
     conn.proxy.hooks.protocol_error(exc.kind)
     log.warning(
         "protocol_error",
@@ -99,8 +95,7 @@ def framing_lost(conn: Connection, exc: ProtocolError) -> None:
         app=conn.app_name,
         kind=exc.kind,
         reason=str(exc),
-        request_id=exc.request_id,
-        op_code=exc.op_code,
-        outcome="closed",
+        request_id=request_id,
+        op_code=op_code,
+        outcome=outcome,
     )
-    conn.close()

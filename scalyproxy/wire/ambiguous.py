@@ -34,13 +34,12 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, Final
 
 from bson import _bson_to_dict
-from bson.binary import UuidRepresentation
 from bson.code import Code
-from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.codec_options import CodecOptions
 from bson.dbref import DBRef
 from bson.regex import Regex
 
-from scalyproxy.wire.documents import Buffer, decode_document, decode_sequence
+from scalyproxy.wire.documents import DECODE_OPTIONS, Buffer, decode_document, decode_sequence
 from scalyproxy.wire.errors import ProtocolError
 
 try:
@@ -206,12 +205,8 @@ class LenientDocument(MutableMapping[str, Any]):
 #: How a command document that failed the strict checks is decoded again: same as
 #: documents.DECODE_OPTIONS but with :class:`LenientDocument` and undecodable
 #: bytes kept as lone surrogates (``surrogateescape``), so they can be told apart.
-LENIENT_OPTIONS: Final[CodecOptions[Any]] = CodecOptions(
-    document_class=LenientDocument,
-    tz_aware=False,
-    uuid_representation=UuidRepresentation.UNSPECIFIED,
-    unicode_decode_error_handler="surrogateescape",
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+LENIENT_OPTIONS: Final[CodecOptions[Any]] = DECODE_OPTIONS.with_options(
+    document_class=LenientDocument, unicode_decode_error_handler="surrogateescape"
 )
 
 
