@@ -158,7 +158,7 @@ class Checks:
 
     def namespace(self, d: Decision, db: str, body: Mapping[str, Any], key: str) -> str | None:
         """``db.<body[key]>``; a collection given by UUID or not at all cannot be checked."""
-        coll = name_field(body, key)
+        coll = body.get(key) if body.__class__ is dict else name_field(body, key)  # once per command
         if isinstance(coll, str) and coll:
             return f"{db}.{coll}"
         if db in self._dbs or self._unknown_mode != "allow":

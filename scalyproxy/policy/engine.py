@@ -80,15 +80,6 @@ class Engine(Checks):
         if unexpected:
             # read as the server would if it took them: fields of the body
             body = WithSequences(body, cmd.sequences, unexpected)
-        self._check(d, cmd, command, db, body)
-        if unexpected and self.governs(d):
-            message = (
-                f"command {command} does not take a document sequence named {unexpected[0]!r} "
-                f"(allowed: {', '.join(sorted(expected)) or 'none'})"
-            )
-            d.malformed(message, namespace_of(command, db, body))
-
-    def _check(self, d: Decision, cmd: CommandLike, command: str, db: str, body: Mapping[str, Any]) -> None:
         if command in self._deny:
             message = f"command {command} is denied by the proxy policy (policy.deny_commands)"
             d.report("deny_commands", "enforce", codes.COMMAND_DENIED, message, namespace_of(command, db, body))
@@ -100,6 +91,12 @@ class Engine(Checks):
             handler(self, d, db, body, cmd)
         else:
             self.generic(d, command, db, body)
+        if unexpected and self.governs(d):  # a sequence the policy did not check could carry a write
+            message = (
+                f"command {command} does not take a document sequence named {unexpected[0]!r} "
+                f"(allowed: {', '.join(sorted(expected)) or 'none'})"
+            )
+            d.malformed(message, namespace_of(command, db, body))
 
     def _verdict(self, d: Decision) -> Verdict:
         namespaces = tuple(d.namespaces)
