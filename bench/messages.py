@@ -84,47 +84,6 @@ def find_by_key(i: int) -> bytes:
     return op_msg(body)
 
 
-def key_of(i: int) -> dict[str, Any]:
-    """The full shard key of post ``i``."""
-    return {"author": f"user{i % 997:03d}", "title": f"t{i:06d}"}
-
-
-def update_by_key(i: int) -> bytes:
-    """A targeted ``update_one`` ($inc and $set), its statement in a kind-1 section as pymongo sends it."""
-    body = {"update": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
-    statement = {"q": key_of(i), "u": {"$inc": {"unique_views": 1}, "$set": {"body": "edited"}}, "multi": False}
-    return op_msg(body, {"updates": [bson.encode(statement)]})
-
-
-def delete_by_key(i: int) -> bytes:
-    """A targeted ``delete_one``."""
-    body = {"delete": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
-    return op_msg(body, {"deletes": [bson.encode({"q": key_of(i), "limit": 1})]})
-
-
-def find_and_modify_by_key(i: int) -> bytes:
-    """A targeted ``find_one_and_update``."""
-    body = {"findAndModify": COLLECTION, "query": key_of(i), "update": {"$inc": {"unique_views": 1}},
-            "new": True, "lsid": LSID, "$db": DB}
-    return op_msg(body)
-
-
-def count_by_key(i: int) -> bytes:
-    """A targeted ``count`` command."""
-    return op_msg({"count": COLLECTION, "query": key_of(i), "lsid": LSID, "$db": DB})
-
-
-def distinct_by_key(i: int) -> bytes:
-    """A targeted ``distinct``."""
-    return op_msg({"distinct": COLLECTION, "key": "body", "query": key_of(i), "lsid": LSID, "$db": DB})
-
-
-def aggregate_by_key(i: int) -> bytes:
-    """An aggregation whose first stage is a targeted ``$match``."""
-    pipeline = [{"$match": key_of(i)}, {"$project": {"body": 1, "unique_views": 1}}]
-    return op_msg({"aggregate": COLLECTION, "pipeline": pipeline, "cursor": {}, "lsid": LSID, "$db": DB})
-
-
 def insert_many(i: int, batch: int = 1000, doc_size: int = 1000) -> bytes:
     """Workload 3: ``batch`` documents of ~``doc_size`` bytes (like ``insert_many``)."""
     body = {"insert": COLLECTION, "ordered": True, "lsid": LSID, "$db": DB}
@@ -269,3 +228,22 @@ def mix_ring(count: int = 1000) -> list[tuple[str, bytes]]:
         out.append((kind, with_request_id(mix_message(kind, seen[kind]), n + 1)))
         seen[kind] += 1
     return out
+
+
+def find_and_modify_by_key(i: int) -> bytes:
+    """A targeted ``find_one_and_update`` (outside the mix, as the fast path answers it)."""
+    body = {"findAndModify": COLLECTION, "query": _key(i), "update": {"$inc": {"unique_views": 1}},
+            "new": True, "lsid": LSID, "$db": DB}
+    return op_msg(body)
+
+
+def distinct_by_key(i: int) -> bytes:
+    """A targeted ``distinct`` (outside the mix)."""
+    return op_msg({"distinct": COLLECTION, "key": "body", "query": _key(i), "lsid": LSID, "$db": DB})
+
+
+def targeted(kind: str, i: int) -> bytes:
+    """The ``i``-th targeted command of a kind the C fast path answers: the mix's own, or the two
+    kinds the mix leaves out (findAndModify, distinct)."""
+    extra = {"findAndModify": find_and_modify_by_key, "distinct": distinct_by_key}
+    return extra[kind](i) if kind in extra else mix_message(kind, i)

@@ -108,7 +108,7 @@ def test_a_fast_answer_the_engine_would_not_give_is_caught() -> None:
     from bench import messages as m
     from scalyproxy.wire import command_view, make_frame
 
-    message = m.count_by_key(1)
+    message = m.targeted("count", 1)
     view = command_view(make_frame(message))
     targets.fast_path_agrees(message, view)  # the control: the real tables agree
     engine = targets.fast_path_engines()[0]

@@ -53,6 +53,10 @@ collections:
     indexes:
       - {fields: [z], shard_key: true}
       - {fields: [y]}
+  t.french:
+    collation: {locale: fr, strength: 2}
+    rules: {unindexed_query: off}
+    indexes: [{fields: [f], shard_key: true}]
 """
 #: A structure for the update checks: every numeric type, dates, unions, nullable
 #: fields and arrays, arrays of documents with a required field, open documents.
@@ -115,7 +119,7 @@ NAMESPACES = sorted({ns for e in ENGINES.values() for ns in e._collections} | {"
 names = st.sampled_from(
     ["author", "title", "body", "unique_views", "comments", "comments.0.rank", "customer", "customer.region",
      "customer.id", "region", "email", "created", "lines", "lines.$.qty", "total", "status", "tags", "tags.0", "a",
-     "a.b", "b", "c", "h", "x", "k", "k.id", "z", "y", "other", "n", "n.i", "n.l", "n.d", "n.num", "n.ni", "when",
+     "a.b", "b", "c", "h", "x", "k", "k.id", "z", "y", "f", "other", "n", "n.i", "n.l", "n.d", "n.num", "n.ni", "when",
      "ts", "dt", "bits", "ib", "nums", "nums.$", "maybe", "items", "items.0.qty", "items.$[].sku", "items.$[x].qty",
      "meta", "meta.x", "free.y", "sub", "sub.a", "sub.b", "sub.z", "_id", "", "a..b", "$and", "$or", "$ref", "$id",
      "$comment"]
@@ -191,6 +195,7 @@ UPDATES: dict[str, list[dict[str, Any]]] = {
     "t.hashed": [{"$set": {"other": 1}}],
     "t.offkey": [{"$inc": {"z": 1}}],
     "t.second": [{"$set": {"y": 1}}],
+    "t.french": [{"$set": {"g": 1}}],
 }  # fmt: skip
 
 #: documents that match the declared structure, by namespace (others get their shard key only)

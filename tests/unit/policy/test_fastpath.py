@@ -182,6 +182,19 @@ def test_rules_that_need_python_leave_no_slot() -> None:
     assert Engine.ALLOW_ALL.fast == {}
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_non_simple_default_collation_leaves_queries_to_the_engine(command: str) -> None:
+    """A string key value does not target under the collection's French collation: every command
+    with a query goes to the engine (an insert has none)."""
+    engine = ENGINES["more"]
+    assert (slot(engine.fast["t.french"], command) is None) == (command != "insert")
+    if command == "find":
+        by_string = {"find": "french", "$db": "t", "filter": {"f": "x"}}
+        assert fast_of(engine, by_string) is None
+        warnings = engine_verdict(engine, encode_op_msg(by_string, request_id=1)).warnings
+        assert any(w.rule == "global_query" for w in warnings)  # this config only warns about it
+
+
 def test_dotted_and_prefix_keys() -> None:
     engine = ENGINES["more"]
     targeted = {"find": "dotted", "$db": "t", "filter": {"a.b": 1, "c": "x"}}
