@@ -1216,10 +1216,28 @@ static const Name COMMANDS[ENTRY_KEYS] = {
 
 /* The body fields a decision reads. */
 enum { F_DB, F_FILTER, F_QUERY, F_DOCUMENTS, F_UPDATES, F_DELETES, F_UPDATE, F_REMOVE, F_PIPELINE, F_SORT, F_COLLATION, F_COUNT };
-static const Name FIELDS[F_COUNT] = {
-    NAME("$db"), NAME("filter"), NAME("query"), NAME("documents"), NAME("updates"), NAME("deletes"),
-    NAME("update"), NAME("remove"), NAME("pipeline"), NAME("sort"), NAME("collation"),
-};
+
+/* Which of them a body element is, or -1 (by length first: most body keys are none of them). */
+static int body_field(const Elem *e) {
+    switch (e->key_len) {
+    case 3:
+        return key_is(e, "$db", 3) ? F_DB : -1;
+    case 4:
+        return key_is(e, "sort", 4) ? F_SORT : -1;
+    case 5:
+        return key_is(e, "query", 5) ? F_QUERY : -1;
+    case 6:
+        return key_is(e, "filter", 6) ? F_FILTER : key_is(e, "update", 6) ? F_UPDATE : key_is(e, "remove", 6) ? F_REMOVE : -1;
+    case 7:
+        return key_is(e, "updates", 7) ? F_UPDATES : key_is(e, "deletes", 7) ? F_DELETES : -1;
+    case 8:
+        return key_is(e, "pipeline", 8) ? F_PIPELINE : -1;
+    case 9:
+        return key_is(e, "documents", 9) ? F_DOCUMENTS : key_is(e, "collation", 9) ? F_COLLATION : -1;
+    default:
+        return -1;
+    }
+}
 
 /* Aggregation stages that read no other collection and write nothing. */
 enum { STAGE_MATCH, STAGE_SORT };
@@ -1361,8 +1379,9 @@ PyDoc_STRVAR(fast_decide_doc,
              "whose documents carry it and match the structure; None when the Python\n"
              "engine must decide (see scalyproxy.policy.fastpath).");
 
-/* The entry's rules, checked (a malformed table is a TypeError); 0 with the error set. */
-static int entry_rules(PyObject *entry, Rules *r) {
+/* The entry's rules, checked (a malformed table is a TypeError); 0 with the error set.
+ * The structure is read only for the commands that check documents or updates. */
+static int entry_rules(PyObject *entry, int cmd, Rules *r) {
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != ENTRY_SIZE ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, ENTRY_KEYS))) {
         PyErr_SetString(PyExc_TypeError, "fast_decide: a malformed table entry");
@@ -1380,7 +1399,8 @@ static int entry_rules(PyObject *entry, Rules *r) {
     r->any_sort = PyTuple_GET_ITEM(entry, ENTRY_ANY_SORT) == Py_True;
     r->root = NULL;
     PyObject *schema = PyTuple_GET_ITEM(entry, ENTRY_SCHEMA);
-    if (schema != Py_None) {
+    int checks_structure = cmd == ENTRY_INSERT || cmd == ENTRY_UPDATE || cmd == ENTRY_FIND_AND_MODIFY;
+    if (checks_structure && schema != Py_None) {
         r->root = PyCapsule_GetPointer(schema, "scalyproxy.schema");
         if (r->root == NULL) return 0;
     }
@@ -1395,13 +1415,13 @@ static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *tabl
 
     const uint8_t *p = m + BODY_AT + 4, *end = m + BODY_AT + body_size - 1;
     Elem first, e, f[F_COUNT];
-    memset(f, 0, sizeof(f));
     if (next_elem(&p, end, &first) != 1 || first.type != 0x02 || first.size <= 5) Py_RETURN_NONE;
     int cmd = name_index(COMMANDS, ENTRY_KEYS, first.key, first.key_len);
     if (cmd < 0) Py_RETURN_NONE;
+    for (int i = 0; i < F_COUNT; i++) f[i].key = NULL; /* absent */
     int more;
     while ((more = next_elem(&p, end, &e)) > 0) {
-        int which = name_index(FIELDS, F_COUNT, e.key, e.key_len);
+        int which = body_field(&e);
         if (which >= 0) f[which] = e;
     }
     const Elem *db = &f[F_DB];
@@ -1424,7 +1444,7 @@ static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *tabl
         Py_RETURN_NONE;
     }
     Rules rules;
-    if (!entry_rules(entry, &rules)) return NULL;
+    if (!entry_rules(entry, cmd, &rules)) return NULL;
     PyObject *verdict = PyTuple_GET_ITEM(entry, cmd);
     if (verdict == Py_None || !command_ok(cmd, m, f, found, nseq, &rules)) Py_RETURN_NONE;
     return Py_NewRef(verdict);
