@@ -28,14 +28,12 @@ from tests.unit.policy.fastpath_cases import (
     blog_post,
     commands,
     engine_verdict,
+    fast_decide,
     fast_of,
     plausible,
 )
 
 pytestmark = pytest.mark.skipif(not HAVE_SCAN, reason="the C extension is not built")
-
-if HAVE_SCAN:
-    from scalyproxy._scan import fast_decide
 
 
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -24,14 +24,12 @@ from tests.unit.policy.fastpath_cases import (
     ENGINES,
     UPDATES,
     engine_verdict,
+    fast_decide,
     fast_of,
     operator_updates,
 )
 
 pytestmark = pytest.mark.skipif(not HAVE_SCAN, reason="the C extension is not built")
-
-if HAVE_SCAN:
-    from scalyproxy._scan import fast_decide
 
 BLOG, SHOP, RICH, MORE = ENGINES["blog"], ENGINES["shop"], ENGINES["rich"], ENGINES["more"]
 KEY = {"author": "ann", "title": "t"}
