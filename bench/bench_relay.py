@@ -1,6 +1,6 @@
 """The relay's own Python cost per round trip, without sockets (not a timed test).
 
-    .venv/bin/python -m bench.bench_relay [--quick] [--mix] [--profile out.prof]
+    .venv/bin/python -m bench.bench_relay [--quick] [--mix] [--commands] [--profile out.prof]
 
 A :class:`~scalyproxy.server.relay.ClientConnection` and its
 :class:`~scalyproxy.server.relay.UpstreamConnection` wired to transports that
@@ -13,6 +13,10 @@ and the parts the relay calls into (``command_view``, then ``engine.decide``).
 With ``--mix``: the same for each kind of command of the mixed workload (workload 6 of
 :mod:`bench.suite`, under its config), and the mix itself in its proportions; a refused
 command gets no reply from upstream (the relay answers it).
+With ``--commands``: each command the C fast path answers (find, insert and the
+targeted update, delete, findAndModify, count, distinct, aggregate), full policy
+with the admin hooks, decided in C as the relay does and by the engine (the fast
+path switched off), and ``fast_decide`` alone.
 Each figure is the minimum over interleaved rounds of this thread's CPU time.
 """
 
@@ -124,6 +128,45 @@ def mix_cases(canned: Canned) -> dict[str, Callable[[int], None]]:
     return cases
 
 
+FAST_KINDS = ("find", "insert", "update", "delete", "findAndModify", "count", "distinct", "aggregate")
+
+
+def command_cases(canned: Canned) -> dict[str, Callable[[int], None]]:
+    """Each command the C fast path answers, targeted as drivers send it: the relay's round trip
+    decided in C, the same with the engine deciding, and ``fast_decide`` alone."""
+    from scalyproxy import _scan
+    from scalyproxy.server import relay
+
+    replies = {"find": canned.cursor, "insert": canned.writes[1], "update": canned.writes[1],
+               "delete": canned.writes[1], "findAndModify": canned.ok, "count": canned.ok,
+               "distinct": canned.ok, "aggregate": canned.cursor}  # fmt: skip
+    table = Proxy(load_config(BLOG), Hooks()).engine.fast
+    cases = {}
+    for kind in FAST_KINDS:
+        requests = [m.with_request_id(m.targeted(kind, i), i + 1) for i in range(1024)]
+        if any(_scan.fast_decide(r, table) is None for r in requests):
+            raise SystemExit(f"bench_relay: a {kind} of the benchmark does not take the fast path")
+        answers: list[bytes | None] = [canned.op_msg(i + 1, replies[kind]) for i in range(1024)]
+        cases[f"{kind}: full, admin hooks, C"] = round_trips(*wire(False, admin_hooks()), requests, answers)
+        engine_run = round_trips(*wire(False, admin_hooks()), requests, answers)
+        cases[f"{kind}: full, admin hooks, engine"] = _switched_off(relay, engine_run)
+        cases[f"{kind}: (part) fast_decide"] = _each(lambda r: _scan.fast_decide(r, table), requests)
+    return cases
+
+
+def _switched_off(relay: Any, run: Callable[[int], None]) -> Callable[[int], None]:
+    """``run`` with the relay's fast path off: every command goes through the view and the engine."""
+
+    def off(n: int) -> None:
+        saved, relay.fast_decide = relay.fast_decide, None
+        try:
+            run(n)
+        finally:
+            relay.fast_decide = saved
+
+    return off
+
+
 def _each(fn: Callable[[Any], object], items: list[Any]) -> Callable[[int], None]:
     def run(n: int) -> None:
         for i in range(n):
@@ -135,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mix", action="store_true", help="also each kind of the mixed workload (workload 6)")
+    parser.add_argument("--commands", action="store_true",
+                        help="also each command of the fast path, decided in C and by the engine")  # fmt: skip
     parser.add_argument("--profile", help="write a cProfile of one case here (see --case)")
     parser.add_argument("--case", default="find: full, admin hooks", help="the case to profile")
     args = parser.parse_args()
@@ -155,6 +200,8 @@ def main() -> None:
 
         log.stream = open(os.devnull, "w")  # noqa: SIM115  (each refusal and warning is logged: a write each, as live)
         cases.update(mix_cases(canned))
+    if args.commands:
+        cases.update(command_cases(canned))
     engine = Proxy(load_config(BLOG), Hooks()).engine
     for wl, (requests, _) in workloads.items():  # the parts of a round trip the relay calls into
         frames = [make_frame(r) for r in requests]

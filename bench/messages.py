@@ -228,3 +228,22 @@ def mix_ring(count: int = 1000) -> list[tuple[str, bytes]]:
         out.append((kind, with_request_id(mix_message(kind, seen[kind]), n + 1)))
         seen[kind] += 1
     return out
+
+
+def find_and_modify_by_key(i: int) -> bytes:
+    """A targeted ``find_one_and_update`` (outside the mix, as the fast path answers it)."""
+    body = {"findAndModify": COLLECTION, "query": _key(i), "update": {"$inc": {"unique_views": 1}},
+            "new": True, "lsid": LSID, "$db": DB}
+    return op_msg(body)
+
+
+def distinct_by_key(i: int) -> bytes:
+    """A targeted ``distinct`` (outside the mix)."""
+    return op_msg({"distinct": COLLECTION, "key": "body", "query": _key(i), "lsid": LSID, "$db": DB})
+
+
+def targeted(kind: str, i: int) -> bytes:
+    """The ``i``-th targeted command of a kind the C fast path answers: the mix's own, or the two
+    kinds the mix leaves out (findAndModify, distinct)."""
+    extra = {"findAndModify": find_and_modify_by_key, "distinct": distinct_by_key}
+    return extra[kind](i) if kind in extra else mix_message(kind, i)

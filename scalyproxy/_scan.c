@@ -756,6 +756,14 @@ static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
 
 static int value_fits(const SNode *n, uint8_t type, const uint8_t *p, const uint8_t *end, int depth);
 
+/* The declared field of an object node with this name, or NULL. */
+static const SField *field_named(const SNode *n, const uint8_t *name, Py_ssize_t len) {
+    for (Py_ssize_t i = 0; i < n->nfields; i++) {
+        if (n->fields[i].len == len && memcmp(n->fields[i].name, name, (size_t)len) == 0) return &n->fields[i];
+    }
+    return NULL;
+}
+
 /* The elements of the document at doc (its size checked against end). */
 static int object_fits(const SNode *n, const uint8_t *doc, const uint8_t *limit, int depth) {
     if (depth > MAX_DEPTH || limit - doc < 5) return 0;
@@ -767,13 +775,7 @@ static int object_fits(const SNode *n, const uint8_t *doc, const uint8_t *limit,
     int more;
     while ((more = next_elem(&p, end, &e)) > 0) {
         if (e.key_len > 0 && e.key[0] == '$') return 0; /* a DBRef decodes as one object: Python decides */
-        const SField *field = NULL;
-        for (Py_ssize_t i = 0; i < n->nfields; i++) {
-            if (n->fields[i].len == e.key_len && memcmp(n->fields[i].name, e.key, (size_t)e.key_len) == 0) {
-                field = &n->fields[i];
-                break;
-            }
-        }
+        const SField *field = field_named(n, e.key, e.key_len);
         if (field == NULL) {
             if (!n->additional) return 0;
         } else {
@@ -868,21 +870,11 @@ static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
     return out;
 }
 
-/* -- fast_decide ---------------------------------------------------------------
+/* -- commands read on their bytes ----------------------------------------------------
  *
- * The common targeted find and insert decided on their bytes. The table, built
- * by scalyproxy.policy.fastpath from the compiled policy, maps a declared
- * namespace to (find verdict, insert verdict, shard-key paths as bytes, check
- * key presence on insert, compiled structure or None, any sort allowed on find).
- * A verdict slot is None where the Python engine must always look. The answer
- * is the engine's own "allowed" verdict, or None: only a command the Python
- * engine would certainly allow without a warning is answered here, everything
- * else (a missing or ranged key, a collation, an unusual field, any doubt)
- * goes to the engine, which explains what is wrong. tests/unit/policy/
- * test_fastpath.py checks that against the engine on generated commands.
+ * Helpers of fast_decide (below): the fields of a scanned document, the shard
+ * key in a query, the rules of one table entry.
  */
-
-enum { ENTRY_FIND, ENTRY_INSERT, ENTRY_KEYS, ENTRY_KEY_WRITE, ENTRY_SCHEMA, ENTRY_ANY_SORT, ENTRY_SIZE };
 
 static inline int key_is(const Elem *e, const char *name, Py_ssize_t n) {
     return e->key_len == n && memcmp(e->key, name, (size_t)n) == 0;
@@ -922,20 +914,498 @@ static int has_keys(const uint8_t *doc, Py_ssize_t size, PyObject *keys, int lit
     return seen == (nkeys == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nkeys) - 1));
 }
 
-/* One inserted document: the shard key present (key_write) and the structure confirmed (root). */
-static int insert_ok(const uint8_t *doc, Py_ssize_t size, PyObject *keys, int key_write, const SNode *root) {
-    if (key_write && !has_keys(doc, size, keys, 0)) return 0;
-    if (root != NULL && !object_fits(root, doc, doc + size, 0)) return 0;
+typedef struct {
+    const char *name;
+    Py_ssize_t len;
+} Name;
+#define NAME(s) {s, sizeof(s) - 1}
+
+/* The position of a key in a list of names, or -1. */
+static int name_index(const Name *names, int count, const uint8_t *key, Py_ssize_t len) {
+    for (int i = 0; i < count; i++) {
+        if (names[i].len == len && memcmp(names[i].name, key, (size_t)len) == 0) return i;
+    }
+    return -1;
+}
+
+/* What one command is checked against: the collection's rules, from its table entry. */
+typedef struct {
+    PyObject *keys;    /* the shard-key paths, a tuple of bytes */
+    int key_write;     /* inserted documents must carry every key path */
+    const SNode *root; /* the compiled structure, or NULL when it is not checked */
+    int any_sort;      /* a sort needs no index (unindexed_query is off) */
+} Rules;
+
+/* Whether writing path changes a shard-key field: the same path, a parent or a
+ * child of it (policy.targeting.touches; byte prefixes ending at a '.' are
+ * character prefixes in UTF-8). */
+static int touches_key(const uint8_t *path, Py_ssize_t n, PyObject *keys) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+        PyObject *k = PyTuple_GET_ITEM(keys, i);
+        const uint8_t *kp = (const uint8_t *)PyBytes_AS_STRING(k);
+        Py_ssize_t kn = PyBytes_GET_SIZE(k);
+        Py_ssize_t shorter = kn < n ? kn : n;
+        if (memcmp(kp, path, (size_t)shorter) != 0) continue;
+        if (kn == n || (kn > n && kp[n] == '.') || (n > kn && path[kn] == '.')) return 1;
+    }
+    return 0;
+}
+
+/* -- update operators against a compiled structure ---------------------------------
+ *
+ * What scalyproxy.policy.schema.UpdateChecker.check finds no error in, read on
+ * the bytes of an operator update: 1 only where the Python check certainly
+ * reports nothing, 0 where it would report something or the C code is unsure
+ * (a $rename, whose check compares declared shapes; a step Python reads as an
+ * array index and C does not; a '$' key, as a DBRef has).
+ */
+
+enum {
+    OP_SET, OP_SET_ON_INSERT, OP_UNSET, OP_INC, OP_MUL, OP_MIN, OP_MAX, OP_PUSH, OP_ADD_TO_SET,
+    OP_PULL, OP_PULL_ALL, OP_POP, OP_CURRENT_DATE, OP_BIT, OP_RENAME, OP_COUNT
+};
+
+static const Name OPERATORS[OP_COUNT] = {
+    NAME("$set"), NAME("$setOnInsert"), NAME("$unset"), NAME("$inc"), NAME("$mul"),
+    NAME("$min"), NAME("$max"), NAME("$push"), NAME("$addToSet"), NAME("$pull"),
+    NAME("$pullAll"), NAME("$pop"), NAME("$currentDate"), NAME("$bit"), NAME("$rename"),
+};
+
+/* $push / $addToSet modifiers; $each first. */
+static const Name PUSH_MODIFIERS[] = {NAME("$each"), NAME("$slice"), NAME("$sort"), NAME("$position")};
+
+/* The BSON types of the numeric aliases in the order $inc and $mul widen them:
+ * int, long, double, decimal (policy.schema._NUMERIC_RANK). */
+static const uint8_t NUMERIC[4] = {0x10, 0x12, 0x01, 0x13};
+
+static int numeric_rank(uint8_t type) {
+    for (int i = 0; i < 4; i++) {
+        if (NUMERIC[i] == type) return i;
+    }
+    return -1;
+}
+
+/* Any value is fine below this node (Node.unstructured): any, or a scalar
+ * union that takes an object or an array. */
+static int unstructured(const SNode *n) {
+    return n->kind == KIND_ANY || (n->kind == KIND_SCALAR && (n->accepts[0x03] || n->accepts[0x04]));
+}
+
+/* A step that addresses an array element: an index, "$" or "$[...]" (ASCII digits
+ * only: str.isdigit() takes other digits too, and those are left to Python). */
+static int array_step(const uint8_t *s, Py_ssize_t n) {
+    if (n == 0) return 0;
+    if (s[0] == '$') return n == 1 || s[1] == '[';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+    }
     return 1;
+}
+
+typedef struct {
+    const SNode *node; /* where the path lands; NULL: anything goes there */
+    int parent_kind;   /* KIND_OBJECT or KIND_ARRAY for a declared parent, else -1 */
+    int required;      /* the last step is a required field of its parent object */
+} Target;
+
+/* Follow a dotted update path as policy.schema.resolve does: 1 with *t filled,
+ * 0 where Python reports the path (or C is unsure). The root's implicit _id is a
+ * field of type any in the compiled structure: the same answers as Python's None. */
+static int resolve(const SNode *root, const uint8_t *path, Py_ssize_t len, Target *t) {
+    const SNode *node = root;
+    const uint8_t *p = path, *end = path + len;
+    t->parent_kind = -1;
+    t->required = 0;
+    for (;;) {
+        const uint8_t *dot = memchr(p, '.', (size_t)(end - p));
+        Py_ssize_t n = (dot != NULL ? dot : end) - p;
+        if (node == NULL || unstructured(node)) {
+            t->parent_kind = -1; /* an unstructured parent: nothing to check */
+            t->required = 0;
+            node = NULL;
+            break;
+        }
+        if (node->kind == KIND_ARRAY) {
+            if (!array_step(p, n)) return 0;
+            node = node->items;
+            t->parent_kind = KIND_ARRAY;
+            t->required = 0;
+        } else if (node->kind == KIND_OBJECT) {
+            if (n == 0 || p[0] == '$') return 0;
+            const SField *field = field_named(node, p, n);
+            if (field == NULL && !node->additional) return 0;
+            t->parent_kind = KIND_OBJECT;
+            t->required = field != NULL && field->required_bit >= 0;
+            node = field != NULL ? field->node : NULL;
+        } else {
+            return 0; /* a scalar has no fields */
+        }
+        if (dot == NULL) break;
+        p = dot + 1;
+    }
+    t->node = node;
+    return 1;
+}
+
+static inline int fits(const SNode *n, const Elem *e) {
+    return value_fits(n, e->type, e->value, e->value + e->size, 1);
+}
+
+/* $inc / $mul: a number, into a numeric field whose every widened result it accepts. */
+static int arith_fits(const SNode *n, const Elem *e) {
+    int got = numeric_rank(e->type);
+    if (got < 0) return 0;
+    if (n == NULL || n->kind == KIND_ANY) return 1;
+    if (n->kind != KIND_SCALAR || !n->accepts[NUMERIC[got]]) return 0;
+    for (int t = 0; t < 4; t++) {
+        if (n->accepts[NUMERIC[t]] && !n->accepts[NUMERIC[t > got ? t : got]]) return 0;
+    }
+    return 1;
+}
+
+/* $min / $max: a numeric or date field, and the value fits it. */
+static int min_max_fits(const SNode *n, const Elem *e) {
+    if (n == NULL || n->kind == KIND_ANY) return 1;
+    if (n->kind != KIND_SCALAR) return 0;
+    const uint8_t *a = n->accepts;
+    if (!(a[0x10] || a[0x12] || a[0x01] || a[0x13] || a[0x09])) return 0;
+    return fits(n, e);
+}
+
+/* $push / $addToSet into an array of items: the value fits the items, or with
+ * modifiers ({$each: [...], $slice, $sort, $position}) each of $each does. */
+static int push_fits(const SNode *items, const Elem *e) {
+    if (e->type != 0x03) return fits(items, e);
+    const uint8_t *p = e->value + 4, *end = e->value + e->size - 1;
+    Elem m, each = {0};
+    int more, modifiers = 0;
+    while ((more = next_elem(&p, end, &m)) > 0) {
+        if (m.key_len > 0 && m.key[0] == '$') modifiers = 1;
+    }
+    if (more < 0) return 0;
+    if (!modifiers) return fits(items, e);
+    p = e->value + 4;
+    while ((more = next_elem(&p, end, &m)) > 0) {
+        int which = name_index(PUSH_MODIFIERS, 4, m.key, m.key_len);
+        if (which < 0) return 0; /* another '$' key (a DBRef's $ref): Python decides */
+        if (which == 0) each = m;
+    }
+    if (more < 0 || each.key == NULL || each.type != 0x04) return 0;
+    p = each.value + 4;
+    end = each.value + each.size - 1;
+    while ((more = next_elem(&p, end, &m)) > 0) {
+        if (!fits(items, &m)) return 0;
+    }
+    return more == 0;
+}
+
+/* $currentDate: true (a date) or {$type: "date" | "timestamp"} into a field that takes it. */
+static int current_date_fits(const SNode *n, const Elem *e) {
+    if (n == NULL || n->kind == KIND_ANY) return 1;
+    if (n->kind != KIND_SCALAR) return 0;
+    uint8_t wanted = 0x09;
+    if (e->type == 0x03) {
+        const uint8_t *p = e->value + 4, *end = e->value + e->size - 1;
+        Elem t;
+        if (next_elem(&p, end, &t) != 1 || p != end || !key_is(&t, "$type", 5) || t.type != 0x02) return 0;
+        if (t.size == 14 && memcmp(t.value + 4, "timestamp", 10) == 0) wanted = 0x11;
+    }
+    return n->accepts[wanted];
+}
+
+/* $bit: an int or long field (nullable), nothing else. */
+static int bit_fits(const SNode *n) {
+    if (n == NULL || n->kind == KIND_ANY) return 1;
+    if (n->kind != KIND_SCALAR || !(n->accepts[0x10] || n->accepts[0x12])) return 0;
+    for (int t = 0; t < 256; t++) {
+        if (n->accepts[t] && t != 0x10 && t != 0x12 && t != 0x0A && t != 0x06) return 0;
+    }
+    return 1;
+}
+
+/* One path (a's key) and value (a's value) of operator op, against the structure. */
+static int operator_fits(int op, const SNode *root, const Elem *a) {
+    Target t;
+    if (!resolve(root, a->key, a->key_len, &t)) return 0;
+    const SNode *n = t.node;
+    switch (op) {
+    case OP_SET:
+    case OP_SET_ON_INSERT:
+        return n == NULL || fits(n, a);
+    case OP_UNSET: /* not a required field; an array element becomes null */
+        if (t.parent_kind == KIND_OBJECT) return !t.required;
+        if (t.parent_kind == KIND_ARRAY && n != NULL) return value_fits(n, 0x0A, a->value, a->value, 1);
+        return 1;
+    case OP_INC:
+    case OP_MUL:
+        return arith_fits(n, a);
+    case OP_MIN:
+    case OP_MAX:
+        return min_max_fits(n, a);
+    case OP_PUSH:
+    case OP_ADD_TO_SET:
+        if (n == NULL || unstructured(n)) return 1;
+        return n->kind == KIND_ARRAY && push_fits(n->items, a);
+    case OP_PULL:
+    case OP_PULL_ALL:
+    case OP_POP:
+        return n == NULL || unstructured(n) || n->kind == KIND_ARRAY;
+    case OP_CURRENT_DATE:
+        return current_date_fits(n, a);
+    case OP_BIT:
+        return bit_fits(n);
+    default:
+        return 0;
+    }
+}
+
+/* An operator update (an update statement's u, findAndModify's update): every
+ * operator known and given a document of paths; no path (nor $rename target)
+ * touching a shard-key field; and with a structure, every path and value
+ * confirmed by it ($rename then goes to Python). */
+static int operators_ok(const Elem *u, const Rules *r) {
+    if (u->key == NULL || u->type != 0x03) return 0;
+    const uint8_t *p = u->value + 4, *end = u->value + u->size - 1;
+    Elem e, a;
+    int more, count = 0;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        int op = name_index(OPERATORS, OP_COUNT, e.key, e.key_len);
+        if (op < 0 || e.type != 0x03 || (op == OP_RENAME && r->root != NULL)) return 0;
+        const uint8_t *q = e.value + 4, *stop = e.value + e.size - 1;
+        int args;
+        while ((args = next_elem(&q, stop, &a)) > 0) {
+            if (a.key_len == 0 || a.key[0] == '$' || touches_key(a.key, a.key_len, r->keys)) return 0;
+            if (op == OP_RENAME) {
+                if (a.type != 0x02 || touches_key(a.value + 4, read_i32(a.value) - 1, r->keys)) return 0;
+            } else if (r->root != NULL && !operator_fits(op, r->root, &a)) {
+                return 0;
+            }
+        }
+        if (args < 0) return 0;
+        count++;
+    }
+    return more == 0 && count > 0;
+}
+
+/* -- fast_decide ---------------------------------------------------------------
+ *
+ * The common targeted commands decided on their bytes. The table, built by
+ * scalyproxy.policy.fastpath from the compiled policy, maps a declared namespace
+ * to an entry: one verdict slot per command of COMMANDS (None where the Python
+ * engine must always look), then the shard-key paths as bytes, whether inserted
+ * documents must carry them, the compiled structure or None, and whether any
+ * sort is allowed. The answer is the engine's own "allowed" verdict, or None:
+ * only a command the Python engine would certainly allow without a warning is
+ * answered here, everything else (a missing or ranged key, a collation, an
+ * unusual field, any doubt) goes to the engine, which explains what is wrong.
+ * tests/unit/policy/test_fastpath.py checks that against the engine on
+ * generated commands, and the codec fuzzer on every message it reaches.
+ */
+
+enum {
+    ENTRY_FIND, ENTRY_INSERT, ENTRY_UPDATE, ENTRY_DELETE, ENTRY_FIND_AND_MODIFY, ENTRY_COUNT, ENTRY_DISTINCT,
+    ENTRY_AGGREGATE, ENTRY_KEYS, ENTRY_KEY_WRITE, ENTRY_SCHEMA, ENTRY_ANY_SORT, ENTRY_SIZE
+};
+
+/* The commands with a verdict slot, in entry order (canonical names only: an
+ * alias goes to the engine, whose metrics then name it as sent). */
+static const Name COMMANDS[ENTRY_KEYS] = {
+    NAME("find"), NAME("insert"), NAME("update"), NAME("delete"),
+    NAME("findAndModify"), NAME("count"), NAME("distinct"), NAME("aggregate"),
+};
+
+/* The body fields a decision reads. */
+enum { F_DB, F_FILTER, F_QUERY, F_DOCUMENTS, F_UPDATES, F_DELETES, F_UPDATE, F_REMOVE, F_PIPELINE, F_SORT, F_COLLATION, F_COUNT };
+
+/* Which of them a body element is, or -1 (by length first: most body keys are none of them). */
+static int body_field(const Elem *e) {
+    switch (e->key_len) {
+    case 3:
+        return key_is(e, "$db", 3) ? F_DB : -1;
+    case 4:
+        return key_is(e, "sort", 4) ? F_SORT : -1;
+    case 5:
+        return key_is(e, "query", 5) ? F_QUERY : -1;
+    case 6:
+        return key_is(e, "filter", 6) ? F_FILTER : key_is(e, "update", 6) ? F_UPDATE : key_is(e, "remove", 6) ? F_REMOVE : -1;
+    case 7:
+        return key_is(e, "updates", 7) ? F_UPDATES : key_is(e, "deletes", 7) ? F_DELETES : -1;
+    case 8:
+        return key_is(e, "pipeline", 8) ? F_PIPELINE : -1;
+    case 9:
+        return key_is(e, "documents", 9) ? F_DOCUMENTS : key_is(e, "collation", 9) ? F_COLLATION : -1;
+    default:
+        return -1;
+    }
+}
+
+/* Aggregation stages that read no other collection and write nothing. */
+enum { STAGE_MATCH, STAGE_SORT };
+static const Name STAGES[] = {
+    NAME("$match"), NAME("$sort"), NAME("$project"), NAME("$addFields"), NAME("$set"), NAME("$unset"),
+    NAME("$limit"), NAME("$skip"), NAME("$group"), NAME("$count"), NAME("$unwind"), NAME("$replaceRoot"),
+    NAME("$replaceWith"), NAME("$sortByCount"), NAME("$bucket"), NAME("$bucketAuto"), NAME("$sample"),
+};
+#define STAGE_COUNT ((int)(sizeof(STAGES) / sizeof(STAGES[0])))
+
+/* A query (q of a statement, filter, query, a first $match) that gives the full
+ * shard key by scalar equality: the engine's targeting finds every key field
+ * fixed in both modes, the upsert check finds each by equality, and the
+ * shard-key index serves it. */
+static int targeted(const Elem *q, const Rules *r) {
+    return q->key != NULL && q->type == 0x03 && PyTuple_GET_SIZE(r->keys) > 0 &&
+           has_keys(q->value, q->size, r->keys, 1);
+}
+
+static inline int is_true(const Elem *e) {
+    return e->key != NULL && e->type == 0x08 && e->value[0] == 1;
+}
+
+typedef int (*StatementCheck)(const uint8_t *doc, Py_ssize_t size, const Rules *r);
+
+/* One inserted document: the shard key present (key_write) and the structure confirmed (root). */
+static int insert_ok(const uint8_t *doc, Py_ssize_t size, const Rules *r) {
+    if (r->key_write && !has_keys(doc, size, r->keys, 0)) return 0;
+    return r->root == NULL || object_fits(r->root, doc, doc + size, 0);
+}
+
+/* One update (with_u) or delete statement: q targeted, no collation, no '$'
+ * field (a DBRef decodes as no statement at all); an update's u an operator
+ * update the checks confirm. Other fields (multi, limit, arrayFilters, hint,
+ * upsert: the key in q by equality passes its check) the engine does not read. */
+static int statement_ok(const uint8_t *doc, Py_ssize_t size, const Rules *r, int with_u) {
+    const uint8_t *p = doc + 4, *end = doc + size - 1;
+    Elem e, q = {0}, u = {0};
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (e.key_len > 0 && e.key[0] == '$') return 0;
+        if (key_is(&e, "q", 1)) q = e;
+        else if (key_is(&e, "u", 1)) u = e;
+        else if (key_is(&e, "collation", 9)) return 0;
+    }
+    if (more < 0 || !targeted(&q, r)) return 0;
+    return !with_u || operators_ok(&u, r);
+}
+
+static int update_ok(const uint8_t *doc, Py_ssize_t size, const Rules *r) {
+    return statement_ok(doc, size, r, 1);
+}
+
+static int delete_ok(const uint8_t *doc, Py_ssize_t size, const Rules *r) {
+    return statement_ok(doc, size, r, 0);
+}
+
+/* The statements of a write, each passing check: a non-empty body array of
+ * documents and no section, or (the field absent from the body) exactly one
+ * kind-1 section of that name. */
+static int each_statement(const uint8_t *m, const Elem *in_body, const Span *found, int nseq, const char *ident,
+                          Py_ssize_t ident_len, StatementCheck check, const Rules *r) {
+    Elem e;
+    int more;
+    if (in_body->key != NULL) {
+        if (nseq != 0 || in_body->type != 0x04 || in_body->size <= 5) return 0;
+        const uint8_t *q = in_body->value + 4, *stop = in_body->value + in_body->size - 1;
+        while ((more = next_elem(&q, stop, &e)) > 0) {
+            if (e.type != 0x03 || !check(e.value, e.size, r)) return 0;
+        }
+        return more == 0;
+    }
+    if (nseq != 1 || found[0].ident_len != ident_len || memcmp(found[0].ident, ident, (size_t)ident_len) != 0) return 0;
+    const uint8_t *q = m + found[0].start, *stop = m + found[0].stop;
+    if (q == stop) return 0;
+    while (q < stop) {
+        Py_ssize_t size = read_i32(q); /* scanned: whole documents */
+        if (size < 5 || size > stop - q || !check(q, size, r)) return 0;
+        q += size;
+    }
+    return 1;
+}
+
+/* An aggregation whose first stage is a targeted $match, every stage one of
+ * STAGES, and a second-stage $sort only where any sort is allowed. */
+static int pipeline_ok(const Elem *pipeline, const Rules *r) {
+    if (pipeline->key == NULL || pipeline->type != 0x04) return 0;
+    const uint8_t *p = pipeline->value + 4, *end = pipeline->value + pipeline->size - 1;
+    Elem stage, spec;
+    int more, i = 0;
+    while ((more = next_elem(&p, end, &stage)) > 0) {
+        if (stage.type != 0x03) return 0;
+        const uint8_t *q = stage.value + 4, *stop = stage.value + stage.size - 1;
+        if (next_elem(&q, stop, &spec) != 1 || q != stop) return 0; /* one stage name */
+        int which = name_index(STAGES, STAGE_COUNT, spec.key, spec.key_len);
+        if (which < 0) return 0;
+        if (i == 0 && (which != STAGE_MATCH || !targeted(&spec, r))) return 0;
+        if (i == 1 && which == STAGE_SORT && !r->any_sort) return 0;
+        i++;
+    }
+    return more == 0 && i > 0;
+}
+
+/* Whether the engine certainly allows command cmd (its slot is set) without a warning. */
+static int command_ok(int cmd, const uint8_t *m, const Elem *f, const Span *found, int nseq, const Rules *r) {
+    if (cmd == ENTRY_INSERT) return each_statement(m, &f[F_DOCUMENTS], found, nseq, "documents", 9, insert_ok, r);
+    if (f[F_COLLATION].key != NULL) return 0;
+    int sort_ok = f[F_SORT].key == NULL || r->any_sort;
+    switch (cmd) {
+    case ENTRY_UPDATE:
+        return each_statement(m, &f[F_UPDATES], found, nseq, "updates", 7, update_ok, r);
+    case ENTRY_DELETE:
+        return each_statement(m, &f[F_DELETES], found, nseq, "deletes", 7, delete_ok, r);
+    default:
+        break;
+    }
+    if (nseq != 0) return 0;
+    switch (cmd) {
+    case ENTRY_FIND:
+        return sort_ok && f[F_DOCUMENTS].key == NULL && targeted(&f[F_FILTER], r);
+    case ENTRY_FIND_AND_MODIFY:
+        return sort_ok && targeted(&f[F_QUERY], r) && (is_true(&f[F_REMOVE]) || operators_ok(&f[F_UPDATE], r));
+    case ENTRY_COUNT:
+    case ENTRY_DISTINCT:
+        return targeted(&f[F_QUERY], r);
+    case ENTRY_AGGREGATE:
+        return pipeline_ok(&f[F_PIPELINE], r);
+    default:
+        return 0;
+    }
 }
 
 #define NS_BUFFER 512
 
 PyDoc_STRVAR(fast_decide_doc,
              "fast_decide(data, table) -> Verdict | None\n\n"
-             "The engine's allowed verdict for an ordinary OP_MSG find by the full shard\n"
-             "key, or insert whose documents carry it and match the structure; None when\n"
-             "the Python engine must decide (see scalyproxy.policy.fastpath).");
+             "The engine's allowed verdict for an ordinary OP_MSG find, count, distinct,\n"
+             "aggregate, update, delete or findAndModify by the full shard key, or insert\n"
+             "whose documents carry it and match the structure; None when the Python\n"
+             "engine must decide (see scalyproxy.policy.fastpath).");
+
+/* The entry's rules, checked (a malformed table is a TypeError); 0 with the error set.
+ * The structure is read only for the commands that check documents or updates. */
+static int entry_rules(PyObject *entry, int cmd, Rules *r) {
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != ENTRY_SIZE ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, ENTRY_KEYS))) {
+        PyErr_SetString(PyExc_TypeError, "fast_decide: a malformed table entry");
+        return 0;
+    }
+    PyObject *keys = PyTuple_GET_ITEM(entry, ENTRY_KEYS);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "fast_decide: shard-key paths must be bytes");
+            return 0;
+        }
+    }
+    r->keys = keys;
+    r->key_write = PyTuple_GET_ITEM(entry, ENTRY_KEY_WRITE) == Py_True;
+    r->any_sort = PyTuple_GET_ITEM(entry, ENTRY_ANY_SORT) == Py_True;
+    r->root = NULL;
+    PyObject *schema = PyTuple_GET_ITEM(entry, ENTRY_SCHEMA);
+    int checks_structure = cmd == ENTRY_INSERT || cmd == ENTRY_UPDATE || cmd == ENTRY_FIND_AND_MODIFY;
+    if (checks_structure && schema != Py_None) {
+        r->root = PyCapsule_GetPointer(schema, "scalyproxy.schema");
+        if (r->root == NULL) return 0;
+    }
+    return 1;
+}
 
 static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *table) {
     Span found[MAX_SEQUENCES];
@@ -944,29 +1414,25 @@ static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *tabl
     if (!parse_message(m, len, &body_size, found, &nseq)) Py_RETURN_NONE;
 
     const uint8_t *p = m + BODY_AT + 4, *end = m + BODY_AT + body_size - 1;
-    Elem first, e, db = {0}, filter = {0}, documents = {0};
-    int is_find, any_sort_given = 0, collation_given = 0;
+    Elem first, e, f[F_COUNT];
     if (next_elem(&p, end, &first) != 1 || first.type != 0x02 || first.size <= 5) Py_RETURN_NONE;
-    if (key_is(&first, "find", 4)) is_find = 1;
-    else if (key_is(&first, "insert", 6)) is_find = 0;
-    else Py_RETURN_NONE;
+    int cmd = name_index(COMMANDS, ENTRY_KEYS, first.key, first.key_len);
+    if (cmd < 0) Py_RETURN_NONE;
+    for (int i = 0; i < F_COUNT; i++) f[i].key = NULL; /* absent */
     int more;
     while ((more = next_elem(&p, end, &e)) > 0) {
-        if (e.key_len == 0) continue;
-        if (key_is(&e, "$db", 3)) db = e;
-        else if (key_is(&e, "filter", 6)) filter = e;
-        else if (key_is(&e, "documents", 9)) documents = e;
-        else if (key_is(&e, "sort", 4)) any_sort_given = 1;
-        else if (key_is(&e, "collation", 9)) collation_given = 1;
+        int which = body_field(&e);
+        if (which >= 0) f[which] = e;
     }
-    if (more < 0 || db.key == NULL || db.type != 0x02 || db.size <= 5) Py_RETURN_NONE;
+    const Elem *db = &f[F_DB];
+    if (more < 0 || db->key == NULL || db->type != 0x02 || db->size <= 5) Py_RETURN_NONE;
 
     /* the namespace: "<$db>.<collection>" (both strings were scanned: valid UTF-8, NUL-terminated) */
     char buffer[NS_BUFFER];
-    Py_ssize_t db_len = read_i32(db.value) - 1, coll_len = read_i32(first.value) - 1;
+    Py_ssize_t db_len = read_i32(db->value) - 1, coll_len = read_i32(first.value) - 1;
     if (db_len + 1 + coll_len > NS_BUFFER) Py_RETURN_NONE;
-    if (memchr(db.value + 4, 0, (size_t)db_len) || memchr(first.value + 4, 0, (size_t)coll_len)) Py_RETURN_NONE;
-    memcpy(buffer, db.value + 4, (size_t)db_len);
+    if (memchr(db->value + 4, 0, (size_t)db_len) || memchr(first.value + 4, 0, (size_t)coll_len)) Py_RETURN_NONE;
+    memcpy(buffer, db->value + 4, (size_t)db_len);
     buffer[db_len] = '.';
     memcpy(buffer + db_len + 1, first.value + 4, (size_t)coll_len);
     PyObject *ns = PyUnicode_DecodeUTF8(buffer, db_len + 1 + coll_len, "strict");
@@ -977,54 +1443,10 @@ static PyObject *decide_message(const uint8_t *m, Py_ssize_t len, PyObject *tabl
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != ENTRY_SIZE ||
-        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, ENTRY_KEYS))) {
-        PyErr_SetString(PyExc_TypeError, "fast_decide: a malformed table entry");
-        return NULL;
-    }
-    PyObject *keys = PyTuple_GET_ITEM(entry, ENTRY_KEYS);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(keys, i))) {
-            PyErr_SetString(PyExc_TypeError, "fast_decide: shard-key paths must be bytes");
-            return NULL;
-        }
-    }
-    PyObject *verdict = PyTuple_GET_ITEM(entry, is_find ? ENTRY_FIND : ENTRY_INSERT);
-    if (verdict == Py_None) Py_RETURN_NONE;
-
-    if (is_find) {
-        if (nseq != 0 || collation_given || documents.key != NULL) Py_RETURN_NONE;
-        if (any_sort_given && PyTuple_GET_ITEM(entry, ENTRY_ANY_SORT) != Py_True) Py_RETURN_NONE;
-        if (filter.key == NULL || filter.type != 0x03 || PyTuple_GET_SIZE(keys) == 0) Py_RETURN_NONE;
-        if (!has_keys(filter.value, filter.size, keys, 1)) Py_RETURN_NONE;
-        return Py_NewRef(verdict);
-    }
-
-    int key_write = PyTuple_GET_ITEM(entry, ENTRY_KEY_WRITE) == Py_True;
-    const SNode *root = NULL;
-    PyObject *schema = PyTuple_GET_ITEM(entry, ENTRY_SCHEMA);
-    if (schema != Py_None) {
-        root = PyCapsule_GetPointer(schema, "scalyproxy.schema");
-        if (root == NULL) return NULL;
-    }
-    if (key_write && PyTuple_GET_SIZE(keys) == 0) Py_RETURN_NONE;
-    if (documents.key != NULL) { /* documents in the body: an array of documents, and no sequence */
-        if (nseq != 0 || documents.type != 0x04 || documents.size <= 5) Py_RETURN_NONE;
-        const uint8_t *q = documents.value + 4, *stop = documents.value + documents.size - 1;
-        while ((more = next_elem(&q, stop, &e)) > 0) {
-            if (e.type != 0x03 || !insert_ok(e.value, e.size, keys, key_write, root)) Py_RETURN_NONE;
-        }
-        if (more < 0) Py_RETURN_NONE;
-        return Py_NewRef(verdict);
-    }
-    if (nseq != 1 || found[0].ident_len != 9 || memcmp(found[0].ident, "documents", 9) != 0) Py_RETURN_NONE;
-    const uint8_t *q = m + found[0].start, *stop = m + found[0].stop;
-    if (q == stop) Py_RETURN_NONE;
-    while (q < stop) {
-        Py_ssize_t size = read_i32(q); /* scanned: whole documents */
-        if (size < 5 || size > stop - q || !insert_ok(q, size, keys, key_write, root)) Py_RETURN_NONE;
-        q += size;
-    }
+    Rules rules;
+    if (!entry_rules(entry, cmd, &rules)) return NULL;
+    PyObject *verdict = PyTuple_GET_ITEM(entry, cmd);
+    if (verdict == Py_None || !command_ok(cmd, m, f, found, nseq, &rules)) Py_RETURN_NONE;
     return Py_NewRef(verdict);
 }
 

@@ -28,9 +28,11 @@ class Engine(Checks):
         super().__init__(cfg)
         self._allow_all = allow_all
         self._cache: dict[tuple[str, tuple[str, ...], bool], Verdict] = {}
-        #: what _scan.fast_decide reads to allow the common targeted find and insert on their
-        #: bytes (scalyproxy.policy.fastpath); empty when everything goes through decide()
-        self.fast: dict[str, Entry] = {} if allow_all else build_table(self)
+        #: what _scan.fast_decide reads to allow the common targeted commands on their bytes
+        #: (scalyproxy.policy.fastpath); empty when everything goes through decide()
+        self.fast: dict[str, Entry] = (
+            {} if allow_all else build_table(self._collections, self._deny, self._read_only, self._allowed)
+        )
 
     @classmethod
     def from_config(cls, cfg: ProxyConfig) -> Engine:
@@ -114,7 +116,13 @@ class Engine(Checks):
         return verdict
 
     def _allowed(self, command: str, namespace: str) -> Verdict:
-        return self._allowed_verdict(command, (namespace,), False)
+        """The allowed verdict of a fast-path slot: always cached (the table holds a bounded
+        number of them, one per slot), so that decide() returns this very object too."""
+        key = (command, (namespace,), False)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = self._cache[key] = Verdict(None, (), (namespace,), command, False)
+        return verdict
 
 
 Engine.ALLOW_ALL = Engine(ProxyConfig(), allow_all=True)

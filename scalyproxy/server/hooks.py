@@ -26,7 +26,8 @@ class Hooks:
         """A command was decided: forwarded (maybe with warnings) or refused.
 
         ``view`` is None for a command the C fast path allowed on its bytes (a
-        targeted find or insert): no view was built; ``verdict`` says what it was."""
+        targeted find, insert, update, delete, findAndModify, count, distinct or
+        aggregate): no view was built; ``verdict`` says what it was."""
 
     def round_trip(self, command: str, seconds: float) -> None:
         """A reply came back for a forwarded request, ``seconds`` after it went out."""

@@ -1,8 +1,9 @@
 """The per-connection relay: one client connection, one upstream connection.
 
 The only I/O layer. Each direction is relayed on its own: client bytes are
-framed, every message is decided (a targeted find or insert by the C fast path
-on its bytes, :meth:`ClientConnection._allowed_fast`; anything else by the
+framed, every message is decided (a targeted find, insert, update, delete,
+findAndModify, count, distinct or aggregate by the C fast path on its bytes,
+:meth:`ClientConnection._allowed_fast`; anything else by the
 engine on its view, :meth:`ClientConnection._handle`), and the original bytes
 go upstream unchanged when allowed; upstream
 bytes stream to the client as they arrive, walked by a :class:`ReplyTracker`
@@ -248,7 +249,7 @@ class ClientConnection(asyncio.Protocol):
     # -- the decision point ----------------------------------------------------------
 
     def _allowed_fast(self, data: Data, started: float) -> bool:
-        """The common targeted find or insert, allowed by the C fast path on its bytes and
+        """A common targeted command, allowed by the C fast path on its bytes and
         forwarded; False: the engine must decide (see scalyproxy.policy.fastpath)."""
         assert fast_decide is not None
         proxy = self.proxy

@@ -109,6 +109,12 @@ def workload(uri: str) -> None:
         posts.find_one_and_update({"author": "a3", "title": "t3"}, {"$set": {"body": "y"}})
         posts.count_documents({"author": "a4"})
         posts.distinct("title", {"author": "a4"})
+        # the targeted forms the C fast path answers (docs/policy.md, "Performance")
+        posts.distinct("body", {"author": "a4", "title": "t4"})
+        list(posts.aggregate([{"$match": {"author": "ann", "title": "t0"}}, {"$project": {"body": 1}}, {"$limit": 1}]))
+        posts.update_one({"author": "ann", "title": "t0"}, {"$push": {"comments": {"author": "b", "comment": "c", "rank": 1}}})
+        posts.update_one({"author": "up", "title": "u1"}, {"$setOnInsert": {"body": "new"}, "$set": {"unique_views": 0}}, upsert=True)
+        posts.find_one_and_delete({"author": "a2", "title": "t2"})
         attempt(lambda: list(posts.aggregate([
             {"$match": {"author": "ann"}},
             {"$lookup": {"from": "blog_posts", "localField": "author", "foreignField": "author", "as": "same"}},

@@ -27,6 +27,7 @@ TESTS = [
     "tests/unit/wire",
     "tests/unit/policy/test_schema_compiled.py",
     "tests/unit/policy/test_fastpath.py",
+    "tests/unit/policy/test_fastpath_commands.py",
     "tests/unit/server/test_relay_fast.py",
     "tests/property",
     "tests/fuzz/test_fuzz_targets.py",

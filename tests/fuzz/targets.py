@@ -35,6 +35,8 @@ from typing import Any
 
 import bson
 
+from scalyproxy.config import load_config_text
+from scalyproxy.policy import Engine
 from scalyproxy.wire import (
     OP_COMPRESSED,
     OP_MSG,
@@ -59,7 +61,7 @@ from scalyproxy.wire.ambiguous import KEY_DOUBTS, LenientDocument, has_doubt
 from scalyproxy.wire.documents import DECODE_OPTIONS, decode_document, find_duplicate_key
 from scalyproxy.wire.op_msg import assemble_op_msg, encode_sequence_section, parse_op_msg
 from scalyproxy.wire.op_query import parse_op_query
-from tests.fuzz.memrelay import LogSink, MemoryRelay, captured_logs, proxy_for
+from tests.fuzz.memrelay import BLOG_CONFIG, LogSink, MemoryRelay, captured_logs, proxy_for
 
 #: Small frame limit in the fuzzers: a hostile length costs a 64 KiB buffer, not 48 MB.
 FUZZ_MAX = 1 << 16
@@ -136,13 +138,50 @@ def check_message(raw: bytes) -> None:
             pass
 
 
-def fast_path_agrees(raw: bytes, view: Any) -> None:
-    """The C fast path allows only what the engine allows, with the engine's own verdict."""
-    engine = proxy_for().engine
-    allowed = documents_module._scan.fast_decide(raw, engine.fast)
-    if allowed is not None:
-        _check(view is not None, "the fast path allowed a message the codec refuses")
-        _check(engine.decide(view) is allowed, "the fast path and the engine disagree")
+#: Other policies over the corpus's namespace (blog.blog_posts), so that every fast answer a
+#: mutated message reaches is compared with the engine under each rule mode and key shape: a
+#: hashed key with a looser structure and rules on warn (any sort needs the index check), a
+#: read-only proxy, denied commands.
+FAST_PATH_CONFIGS: tuple[str, ...] = (
+    """
+policy:
+  targeting: prefix
+  rules: {unindexed_query: enforce, schema: warn, shard_key_write: warn}
+collections:
+  blog.blog_posts:
+    structure:
+      author: string
+      title: string
+      body: any
+      unique_views: "long?"
+      comments: {$array: {author: string, comment: "string?", rank: number}, $nullable: true}
+    additional_fields: true
+    indexes:
+      - {fields: {author: hashed}, shard_key: true}
+      - {fields: [unique_views]}
+""",
+    BLOG_CONFIG.read_text() + "\nread_only: true\n",
+    BLOG_CONFIG.read_text().replace("deny_commands: []", "deny_commands: [find, update, count]"),
+)
+_ENGINES: list[Engine] = []
+
+
+def fast_path_engines() -> list[Engine]:
+    """The blog proxy's engine, then one per FAST_PATH_CONFIGS (built once)."""
+    if not _ENGINES:
+        _ENGINES.append(proxy_for().engine)
+        _ENGINES.extend(Engine.from_config(load_config_text(text)) for text in FAST_PATH_CONFIGS)
+    return _ENGINES
+
+
+def fast_path_agrees(raw: bytes, view: Any, engines: list[Engine] | None = None) -> None:
+    """The C fast path allows only what the engine allows, with the engine's own verdict,
+    under each policy of :func:`fast_path_engines` (every command it answers)."""
+    for engine in fast_path_engines() if engines is None else engines:
+        allowed = documents_module._scan.fast_decide(raw, engine.fast)
+        if allowed is not None:
+            _check(view is not None, "the fast path allowed a message the codec refuses")
+            _check(engine.decide(view) is allowed, f"the fast path and the engine disagree on {allowed.command}")
 
 
 def lenient_only_in_doubt(raw: bytes, view: Any) -> None:

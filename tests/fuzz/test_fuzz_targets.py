@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from scalyproxy.policy import Engine
 from scalyproxy.wire import ambiguous, command_view, make_frame
 from scalyproxy.wire.op_msg import encode_op_msg
 from tests.fuzz import targets
@@ -101,6 +102,22 @@ def test_forwarding_a_refused_command_is_caught() -> None:
     refused = encode_op_msg({"find": "blog_posts", "filter": {"author": "a"}, "$db": "blog"}, request_id=3)
     with pytest.raises(InvariantError, match="refused"):
         check_forwarded(refused, refused, relay)
+
+
+def test_a_fast_answer_the_engine_would_not_give_is_caught() -> None:
+    pytest.importorskip("scalyproxy._scan")
+    from bench import messages as m
+    from scalyproxy.wire import command_view, make_frame
+
+    message = m.targeted("count", 1)
+    view = command_view(make_frame(message))
+    targets.fast_path_agrees(message, view)  # the control: the real tables agree
+    engine = targets.fast_path_engines()[0]
+    wrong = Engine.from_config(engine.config)
+    entry = wrong.fast["blog.blog_posts"]
+    wrong.fast["blog.blog_posts"] = (*entry[:5], entry[0], *entry[6:])  # count answered with find's verdict
+    with pytest.raises(InvariantError, match="disagree on find"):
+        targets.fast_path_agrees(message, view, [wrong])
 
 
 def test_bytes_nobody_sent_are_caught() -> None:

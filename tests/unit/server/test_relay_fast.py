@@ -1,6 +1,7 @@
-"""The relay's C fast path: a targeted find or insert is allowed on its bytes,
-forwarded unchanged and counted like any command, whole or framed from pieces;
-anything else still goes through the engine."""
+"""The relay's C fast path: a targeted command (find, insert, update, delete,
+findAndModify, count, distinct, aggregate) is allowed on its bytes, forwarded
+unchanged and counted like any command, whole or framed from pieces; anything
+else still goes through the engine."""
 
 from __future__ import annotations
 
@@ -85,6 +86,47 @@ def test_targeted_commands_skip_the_engine_and_go_up_unchanged(monkeypatch: pyte
     assert w.metrics.round_trip_seconds.count(("insert",)) == 1
     assert w.metrics.proxy_seconds.count() == 2
     assert not w.client.sent_at
+
+
+TARGETED = [("update", "writes"), ("delete", "writes"), ("findAndModify", "ok"), ("count", "ok"),
+            ("distinct", "ok"), ("aggregate", "cursor")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "reply"), TARGETED)
+def test_every_targeted_command_goes_up_byte_for_byte(monkeypatch: pytest.MonkeyPatch, command: str, reply: str) -> None:
+    w = Wired(monkeypatch)
+    sent = [m.with_request_id(m.targeted(command, i), 70 + i) for i in range(3)]
+    w.client.data_received(sent[0])
+    w.client.data_received(sent[1][:25])  # one in pieces: framed, then decided in C too
+    w.client.data_received(sent[1][25:] + sent[2])
+    assert w.to_upstream.written == sent  # the original bytes, one write each
+    assert w.decided == []
+    assert w.count(command, "allowed") == 3
+    canned = Canned()
+    body = {"writes": canned.writes[1], "ok": canned.ok, "cursor": canned.cursor}[reply]
+    for i in range(3):
+        w.upstream.data_received(canned.op_msg(70 + i, body))
+    assert len(w.to_client.written) == 3
+    assert w.metrics.round_trip_seconds.count((command,)) == 3
+    assert not w.client.sent_at
+
+
+KEY = {"author": "user001", "title": "t000001"}
+
+
+def test_untargeted_forms_of_the_new_commands_go_to_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Wired(monkeypatch)
+    statement = m.bson.encode({"q": {"author": "x"}, "u": {"$set": {"body": "b"}}})
+    w.client.data_received(m.op_msg({"update": m.COLLECTION, "$db": m.DB}, {"updates": [statement]}, request_id=81))
+    change = m.bson.encode({"q": KEY, "u": {"$set": {"author": "y"}}})
+    w.client.data_received(m.op_msg({"update": m.COLLECTION, "$db": m.DB}, {"updates": [change]}, request_id=82))
+    lookup = [{"$match": KEY}, {"$lookup": {"from": "x", "localField": "a", "foreignField": "b", "as": "c"}}]
+    aggregate = m.op_msg({"aggregate": m.COLLECTION, "pipeline": lookup, "cursor": {}, "$db": m.DB}, request_id=83)
+    w.client.data_received(aggregate)
+    assert w.decided == ["update", "update", "aggregate"]
+    assert w.to_upstream.written == [aggregate]  # the updates were refused: error replies to the client
+    assert w.count("update", "refused") == 2 and w.count("aggregate", "allowed") == 1
+    assert len(w.to_client.written) == 2
 
 
 def test_a_message_in_pieces_takes_the_fast_path_too(monkeypatch: pytest.MonkeyPatch) -> None:
