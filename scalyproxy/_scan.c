@@ -1466,8 +1466,576 @@ static PyObject *fast_decide(PyObject *module, PyObject *const *args, Py_ssize_t
     return verdict;
 }
 
+/* -- shape_hash --------------------------------------------------------------------
+ *
+ * The shape id of a find or an insert, from its bytes: the 64-bit hash that
+ * scalyproxy.evidence.skeleton.hash_json gives the command's skeleton (see there
+ * for what a skeleton keeps and how it is hashed), computed without building a
+ * Python object, so that the relay's fast path finds a profiled shape from the
+ * bytes fast_decide has just read. It answers None for whatever it does not
+ * reproduce exactly (another command, a "$ref" key, $expr, a comment that is not
+ * a string, an update, nesting deeper than SHAPE_MAX_DEPTH...): the caller then
+ * builds the skeleton in Python. Bounds are checked on every read (the message
+ * need not have been scanned). tests/unit/evidence/test_shape_hash.py checks the
+ * two against each other on generated commands.
+ */
+
+#define FNV_OFFSET 0xCBF29CE484222325ULL
+#define FNV_PRIME 0x100000001B3ULL
+#define SHAPE_MAX_DEPTH 32
+enum { SH_OK = 0, SH_NONE = 1, SH_ERROR = 2 };
+
+static inline void fnv_feed(uint64_t *h, const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint64_t v = *h;
+    for (size_t i = 0; i < n; i++) v = (v ^ p[i]) * FNV_PRIME;
+    *h = v;
+}
+
+static inline void fnv_byte(uint64_t *h, uint8_t b) { *h = (*h ^ b) * FNV_PRIME; }
+
+static inline void fnv_u64(uint64_t *h, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    fnv_feed(h, b, 8);
+}
+
+static inline uint64_t fnv_finish(uint64_t z) {
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ULL;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* A key or a verbatim string as the skeleton writes it: a "\" before a leading "<" or "\". */
+static inline int needs_escape(const uint8_t *s, Py_ssize_t n) { return n > 0 && (s[0] == '<' || s[0] == '\\'); }
+
+static inline void feed_key(uint64_t *h, const uint8_t *key, Py_ssize_t n) {
+    if (needs_escape(key, n)) fnv_byte(h, '\\');
+    fnv_feed(h, key, (size_t)n);
+    fnv_byte(h, 0);
+}
+
+static uint64_t tag_hash(const char *name) {
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 'T');
+    fnv_feed(&h, name, strlen(name));
+    fnv_byte(&h, 0);
+    return fnv_finish(h);
+}
+
+/* skeleton.tag_of of the value pymongo decodes from each BSON type (0: not a leaf). */
+static const char *leaf_name(uint8_t type) {
+    switch (type) {
+    case 0x01: return "double";
+    case 0x02: case 0x0E: return "string";
+    case 0x05: return "binData";
+    case 0x06: case 0x0A: return "null";
+    case 0x07: return "objectId";
+    case 0x08: return "bool";
+    case 0x09: return "date";
+    case 0x0B: return "regex";
+    case 0x0C: return "dbref";
+    case 0x0D: case 0x0F: return "javascript";
+    case 0x10: return "int";
+    case 0x11: return "timestamp";
+    case 0x12: return "long";
+    case 0x13: return "decimal";
+    case 0x7F: return "maxKey";
+    case 0xFF: return "minKey";
+    default: return NULL;
+    }
+}
+
+/* A growable list of (hash, count or position) pairs. */
+typedef struct {
+    uint64_t local[2 * 16];
+    uint64_t *items;
+    Py_ssize_t n, cap;
+} Pairs;
+
+static void pairs_init(Pairs *v) {
+    v->items = v->local;
+    v->n = 0;
+    v->cap = 16;
+}
+
+static void pairs_free(Pairs *v) {
+    if (v->items != v->local) PyMem_Free(v->items);
+}
+
+static int pairs_add(Pairs *v, uint64_t a, uint64_t b) {
+    if (v->n == v->cap) {
+        Py_ssize_t cap = v->cap * 2;
+        uint64_t *grown = PyMem_Malloc((size_t)cap * 2 * sizeof(uint64_t));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return SH_ERROR;
+        }
+        memcpy(grown, v->items, (size_t)v->n * 2 * sizeof(uint64_t));
+        pairs_free(v);
+        v->items = grown;
+        v->cap = cap;
+    }
+    v->items[2 * v->n] = a;
+    v->items[2 * v->n + 1] = b;
+    v->n++;
+    return SH_OK;
+}
+
+static int pair_order(const void *a, const void *b) { /* by hash, then by the second value */
+    const uint64_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+static int pair_second_order(const void *a, const void *b) {
+    const uint64_t *x = a, *y = b;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+enum { LIST_SET, LIST_COUNTED, LIST_SEQ };
+
+/* The list node of skeleton._hash_list from (element hash, position) pairs (v is reordered):
+ * distinct hashes in hash order (set), with their counts (counted), or with their counts in
+ * order of first appearance (seq). */
+static uint64_t list_hash(Pairs *v, int kind) {
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, kind == LIST_SET ? 'U' : kind == LIST_COUNTED ? 'C' : 'O');
+    qsort(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
+    Py_ssize_t groups = 0, i = 0;
+    while (i < v->n) { /* group g goes to slot g <= i: nothing still to read is overwritten */
+        uint64_t hash = v->items[2 * i], first = v->items[2 * i + 1];
+        Py_ssize_t j = i;
+        while (j < v->n && v->items[2 * j] == hash) j++;
+        v->items[2 * groups] = hash;
+        v->items[2 * groups + 1] = first << 32 | (uint64_t)(j - i); /* positions and counts < 2^32 */
+        groups++;
+        i = j;
+    }
+    if (kind == LIST_SEQ) qsort(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        fnv_u64(&h, v->items[2 * g]);
+        if (kind != LIST_SET) fnv_u64(&h, v->items[2 * g + 1] & 0xFFFFFFFFu);
+    }
+    fnv_byte(&h, 'E');
+    return fnv_finish(h);
+}
+
+typedef struct {
+    const uint8_t *marker;
+    Py_ssize_t marker_len;
+} ShapeCtx;
+
+typedef int (*ValueHash)(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+/* The elements of the document or array at v: [*first, *end) after its size is checked. */
+static int doc_span(const uint8_t *v, Py_ssize_t size, const uint8_t **first, const uint8_t **end) {
+    if (size < 5 || read_i32(v) != size || v[size - 1] != 0) return 0;
+    *first = v + 4;
+    *end = v + size - 1;
+    return 1;
+}
+
+static inline int is_dollar_ref(const Elem *e) { return key_is(e, "$ref", 4); }
+
+/* A document whose values are all hashed by one function (keys escaped, in order). */
+static int sh_doc_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ValueHash each, uint64_t *out) {
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
+    uint64_t h = FNV_OFFSET, child;
+    fnv_byte(&h, 'D');
+    Elem e;
+    int more, r;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (is_dollar_ref(&e)) return SH_NONE; /* maybe a DBRef once decoded: Python decides */
+        if ((r = each(c, e.type, e.value, e.size, depth + 1, &child)) != SH_OK) return r;
+        feed_key(&h, e.key, e.key_len);
+        fnv_u64(&h, child);
+    }
+    if (more < 0) return SH_NONE;
+    fnv_byte(&h, 'E');
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+/* An array as a set, counted list or ordered list of its elements, each hashed by one function. */
+static int sh_array_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ValueHash each, int kind,
+                         uint64_t *out) {
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
+    Pairs items;
+    pairs_init(&items);
+    Elem e;
+    int more, r = SH_OK;
+    uint64_t child, position = 0;
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 'A');
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if ((r = each(c, e.type, e.value, e.size, depth + 1, &child)) != SH_OK) break;
+        if (kind < 0) fnv_u64(&h, child);
+        else if ((r = pairs_add(&items, child, position++)) != SH_OK) break;
+    }
+    if (r == SH_OK && more < 0) r = SH_NONE;
+    if (r == SH_OK) {
+        if (kind < 0) {
+            fnv_byte(&h, 'E');
+            *out = fnv_finish(h);
+        } else {
+            *out = list_hash(&items, kind);
+        }
+    }
+    pairs_free(&items);
+    return r;
+}
+
+static int sh_leaf(uint8_t type, uint64_t *out) {
+    const char *name = leaf_name(type);
+    if (name == NULL) return SH_NONE;
+    *out = tag_hash(name);
+    return SH_OK;
+}
+
+static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type == 0x03) return sh_doc_with(c, v, size, depth, sh_data, out);
+    if (type == 0x04) return sh_array_with(c, v, size, depth, sh_data, LIST_SET, out);
+    return sh_leaf(type, out);
+}
+
+static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    uint64_t h = FNV_OFFSET;
+    switch (type) {
+    case 0x03:
+        return sh_doc_with(c, v, size, depth, sh_verbatim, out);
+    case 0x04:
+        return sh_array_with(c, v, size, depth, sh_verbatim, -1, out);
+    case 0x02: case 0x0E: {
+        Py_ssize_t n = size - 5; /* without the size and the NUL */
+        if (n < 0) return SH_NONE;
+        int escaped = needs_escape(v + 4, n);
+        uint32_t length = (uint32_t)(n + escaped);
+        uint8_t b[4] = {(uint8_t)length, (uint8_t)(length >> 8), (uint8_t)(length >> 16), (uint8_t)(length >> 24)};
+        fnv_byte(&h, 's');
+        fnv_feed(&h, b, 4);
+        if (escaped) fnv_byte(&h, '\\');
+        fnv_feed(&h, v + 4, (size_t)n);
+        break;
+    }
+    case 0x10:
+        fnv_byte(&h, 'i');
+        fnv_feed(&h, v, 4);
+        break;
+    case 0x12: {
+        char text[40];
+        uint64_t u = (uint64_t)read_i32(v) & 0xFFFFFFFFu;
+        u |= (uint64_t)(uint32_t)read_i32(v + 4) << 32;
+        snprintf(text, sizeof text, "long=%lld", (long long)(int64_t)u);
+        *out = tag_hash(text);
+        return SH_OK;
+    }
+    case 0x01: {
+        uint64_t bits = (uint64_t)(uint32_t)read_i32(v) | (uint64_t)(uint32_t)read_i32(v + 4) << 32;
+        if ((bits & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL) { /* inf or NaN */
+            *out = tag_hash("double");
+            return SH_OK;
+        }
+        fnv_byte(&h, 'd');
+        fnv_feed(&h, v, 8);
+        break;
+    }
+    case 0x08:
+        fnv_byte(&h, 'b');
+        fnv_byte(&h, v[0] ? 1 : 0);
+        break;
+    case 0x0A: case 0x06:
+        fnv_byte(&h, 'n');
+        break;
+    default:
+        return sh_leaf(type, out);
+    }
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+/* An operator document ({$gt: 1, $in: [...]}): skeleton._Builder.operators. */
+static int sh_operators(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
+    uint64_t h = FNV_OFFSET, child;
+    fnv_byte(&h, 'D');
+    Elem e;
+    int more, r;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (is_dollar_ref(&e)) return SH_NONE;
+        int list_op = key_is(&e, "$in", 3) || key_is(&e, "$nin", 4) || key_is(&e, "$all", 4);
+        if (list_op && e.type == 0x04) {
+            r = sh_array_with(c, e.value, e.size, depth + 2, sh_data, LIST_COUNTED, &child);
+        } else if (key_is(&e, "$exists", 7) && e.type == 0x08) {
+            r = sh_verbatim(c, e.type, e.value, e.size, depth + 1, &child);
+        } else if (key_is(&e, "$not", 4)) {
+            r = sh_field(c, e.type, e.value, e.size, depth + 1, &child);
+        } else if (key_is(&e, "$elemMatch", 10)) {
+            r = sh_filter(c, e.type, e.value, e.size, depth + 1, &child);
+        } else {
+            r = sh_data(c, e.type, e.value, e.size, depth + 1, &child);
+        }
+        if (r != SH_OK) return r;
+        feed_key(&h, e.key, e.key_len);
+        fnv_u64(&h, child);
+    }
+    if (more < 0) return SH_NONE;
+    fnv_byte(&h, 'E');
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (depth > SHAPE_MAX_DEPTH) return SH_NONE;
+    if (type == 0x03 && size > 6 && v[5] == '$') { /* the first key (after its type byte) */
+        return sh_operators(c, v, size, depth, out);
+    }
+    return sh_data(c, type, v, size, depth, out);
+}
+
+static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type != 0x03) return sh_data(c, type, v, size, depth, out);
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
+    uint64_t h = FNV_OFFSET, child;
+    fnv_byte(&h, 'D');
+    Elem e;
+    int more, r;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (is_dollar_ref(&e) || key_is(&e, "$expr", 5)) return SH_NONE;
+        int logical = key_is(&e, "$and", 4) || key_is(&e, "$or", 3) || key_is(&e, "$nor", 4);
+        if (logical && e.type == 0x04) {
+            r = sh_array_with(c, e.value, e.size, depth + 1, sh_filter, -1, &child);
+        } else if (e.key_len > 0 && e.key[0] == '$') {
+            r = sh_data(c, e.type, e.value, e.size, depth + 1, &child);
+        } else {
+            r = sh_field(c, e.type, e.value, e.size, depth + 1, &child);
+        }
+        if (r != SH_OK) return r;
+        feed_key(&h, e.key, e.key_len);
+        fnv_u64(&h, child);
+    }
+    if (more < 0) return SH_NONE;
+    fnv_byte(&h, 'E');
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+/* A run of whole documents (a kind-1 section): its "<seq>" list of document skeletons. */
+static int sh_run(ShapeCtx *c, const uint8_t *p, const uint8_t *stop, uint64_t *out) {
+    Pairs items;
+    pairs_init(&items);
+    int r = SH_OK;
+    uint64_t child, position = 0;
+    while (r == SH_OK && p < stop) {
+        if (stop - p < 5) {
+            r = SH_NONE;
+            break;
+        }
+        Py_ssize_t size = read_i32(p);
+        if (size < 5 || size > stop - p) {
+            r = SH_NONE;
+            break;
+        }
+        if ((r = sh_data(c, 0x03, p, size, 3, &child)) == SH_OK) r = pairs_add(&items, child, position++);
+        p += size;
+    }
+    if (r == SH_OK) *out = list_hash(&items, LIST_SEQ);
+    pairs_free(&items);
+    return r;
+}
+
+static int in_list(const Elem *e, const char *const *names) {
+    for (; *names != NULL; names++) {
+        if (key_is(e, *names, (Py_ssize_t)strlen(*names))) return 1;
+    }
+    return 0;
+}
+
+/* skeleton.DROPPED, skeleton.VERBATIM_KEYS, and the top-level fields only Python shapes. */
+static const char *const DROPPED_KEYS[] = {
+    "lsid", "txnNumber", "autocommit", "startTransaction", "$clusterTime", "signature", "$readPreference",
+    "readConcern", "writeConcern", "maxTimeMS", "apiVersion", "apiStrict", "apiDeprecationErrors", "batchSize",
+    "$audit", "$client", NULL};
+static const char *const VERBATIM_TOP[] = {
+    "$db", "sort", "collation", "hint", "upsert", "multi", "remove", "new", "ordered", "to", "toCollection",
+    "collection", "key", "out", "bypassDocumentValidation", NULL};
+static const char *const PYTHON_ONLY[] = {"update", "updates", "deletes", "ops", "nsInfo", "pipeline", "let", NULL};
+
+static int contains(const uint8_t *s, Py_ssize_t n, const uint8_t *token, Py_ssize_t t) {
+    if (t == 0) return 1;
+    for (Py_ssize_t i = 0; i + t <= n; i++) {
+        if (s[i] == token[0] && memcmp(s + i, token, (size_t)t) == 0) return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *key;
+    Py_ssize_t key_len;
+    uint64_t hash;
+} TopField;
+
+static int top_order(const void *a, const void *b) {
+    const TopField *x = a, *y = b;
+    Py_ssize_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int d = memcmp(x->key, y->key, (size_t)n);
+    return d ? d : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+/* One top-level field's hash (SH_NONE: Python; "skip": left out of the skeleton). */
+static int sh_top_field(ShapeCtx *c, const Elem *e, uint64_t *out, int *skip) {
+    *skip = 0;
+    if (in_list(e, DROPPED_KEYS)) {
+        *skip = 1;
+        return SH_OK;
+    }
+    if (key_is(e, "comment", 7)) {
+        if (e->type != 0x02 || e->size < 5) return SH_NONE;
+        if (contains(e->value + 4, e->size - 5, c->marker, c->marker_len)) *out = tag_hash("marker");
+        else *skip = 1;
+        return SH_OK;
+    }
+    if (in_list(e, PYTHON_ONLY) || is_dollar_ref(e)) return SH_NONE;
+    if (in_list(e, VERBATIM_TOP)) return sh_verbatim(c, e->type, e->value, e->size, 1, out);
+    if (key_is(e, "filter", 6) || key_is(e, "query", 5)) return sh_filter(c, e->type, e->value, e->size, 1, out);
+    if (key_is(e, "documents", 9) && e->type == 0x04) {
+        const uint8_t *p, *end;
+        if (!doc_span(e->value, e->size, &p, &end)) return SH_NONE;
+        Pairs items;
+        pairs_init(&items);
+        Elem d;
+        int more, r = SH_OK;
+        uint64_t child, position = 0;
+        while ((more = next_elem(&p, end, &d)) > 0) {
+            if ((r = sh_data(c, d.type, d.value, d.size, 3, &child)) != SH_OK) break;
+            if ((r = pairs_add(&items, child, position++)) != SH_OK) break;
+        }
+        if (r == SH_OK && more < 0) r = SH_NONE;
+        if (r == SH_OK) *out = list_hash(&items, LIST_SEQ);
+        pairs_free(&items);
+        return r;
+    }
+    return sh_data(c, e->type, e->value, e->size, 1, out);
+}
+
+#define TOP_FIELDS 64
+
+static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *out) {
+    if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) return SH_NONE;
+    uint32_t flags = (uint32_t)read_i32(m + 16);
+    if (flags & 0xFFFFu & ~FLAG_MORE_TO_COME || m[20] != 0) return SH_NONE;
+    Py_ssize_t body_size = read_i32(m + BODY_AT);
+    const uint8_t *p, *end;
+    if (body_size > len - BODY_AT || !doc_span(m + BODY_AT, body_size, &p, &end)) return SH_NONE;
+
+    /* the kind-1 sections: one "documents" at most */
+    const uint8_t *run = NULL, *run_stop = NULL;
+    Py_ssize_t pos = BODY_AT + body_size;
+    while (pos < len) {
+        if (m[pos] != 1 || run != NULL || len - pos < 6) return SH_NONE;
+        Py_ssize_t size = read_i32(m + pos + 1);
+        if (size < 5 || size > len - pos - 1) return SH_NONE;
+        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
+        if (stop - ident < 10 || memcmp(ident, "documents", 10) != 0) return SH_NONE;
+        run = ident + 10;
+        run_stop = stop;
+        pos = stop - m;
+    }
+
+    Elem first, e;
+    if (next_elem(&p, end, &first) != 1 || first.type != 0x02) return SH_NONE;
+    if (!key_is(&first, "find", 4) && !key_is(&first, "insert", 6)) return SH_NONE;
+    TopField fields[TOP_FIELDS];
+    Py_ssize_t n = 0;
+    int more, r, skip;
+    uint64_t hash;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if ((r = sh_top_field(c, &e, &hash, &skip)) != SH_OK) return r;
+        if (skip) continue;
+        if (n == TOP_FIELDS) return SH_NONE;
+        fields[n].key = e.key;
+        fields[n].key_len = e.key_len;
+        fields[n].hash = hash;
+        n++;
+    }
+    if (more < 0) return SH_NONE;
+    qsort(fields, (size_t)n, sizeof(TopField), top_order);
+
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 'D');
+    feed_key(&h, first.key, first.key_len);
+    if ((r = sh_verbatim(c, first.type, first.value, first.size, 1, &hash)) != SH_OK) return r;
+    fnv_u64(&h, hash);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        feed_key(&h, fields[i].key, fields[i].key_len);
+        fnv_u64(&h, fields[i].hash);
+    }
+    if (run != NULL) {
+        uint64_t docs, seqs = FNV_OFFSET;
+        if ((r = sh_run(c, run, run_stop, &docs)) != SH_OK) return r;
+        fnv_byte(&seqs, 'D');
+        feed_key(&seqs, (const uint8_t *)"documents", 9);
+        fnv_u64(&seqs, docs);
+        fnv_byte(&seqs, 'E');
+        fnv_feed(&h, "<sequences>", 12); /* the key, with its NUL */
+        fnv_u64(&h, fnv_finish(seqs));
+    }
+    fnv_byte(&h, 'E');
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+PyDoc_STRVAR(shape_hash_doc,
+             "shape_hash(data, marker) -> int | None\n\n"
+             "The shape id (scalyproxy.evidence.skeleton) of an OP_MSG find or insert, from its\n"
+             "bytes; marker: the allow marker, UTF-8. None when the Python skeleton must say.");
+
+static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "shape_hash(data, marker: bytes)");
+        return NULL;
+    }
+    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1])};
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t hash = 0;
+    int r = sh_message(&c, buffer.buf, buffer.len, &hash);
+    PyBuffer_Release(&buffer);
+    if (r == SH_ERROR) return NULL;
+    if (r == SH_NONE) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(hash);
+}
+
+PyDoc_STRVAR(shape_digest_doc,
+             "shape_digest(data) -> int\n\n"
+             "64-bit FNV-1a of the bytes with a splitmix64 finish: the node hash of\n"
+             "scalyproxy.evidence.skeleton.");
+
+static PyObject *shape_digest(PyObject *module, PyObject *data) {
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t h = FNV_OFFSET;
+    fnv_feed(&h, buffer.buf, (size_t)buffer.len);
+    PyBuffer_Release(&buffer);
+    return PyLong_FromUnsignedLongLong(fnv_finish(h));
+}
+
 static PyMethodDef methods[] = {
     {"fast_decide", (PyCFunction)(void (*)(void))fast_decide, METH_FASTCALL, fast_decide_doc},
+    {"shape_hash", (PyCFunction)(void (*)(void))shape_hash, METH_FASTCALL, shape_hash_doc},
+    {"shape_digest", shape_digest, METH_O, shape_digest_doc},
     {"compile_schema", compile_schema, METH_O, compile_schema_doc},
     {"schema_unconfirmed", schema_unconfirmed, METH_VARARGS, schema_unconfirmed_doc},
     {"command_view", (PyCFunction)(void (*)(void))command_view, METH_FASTCALL | METH_KEYWORDS, command_view_doc},

@@ -1,0 +1,682 @@
+"""Command skeletons: a command reduced to what the policy reads, without its values.
+
+A skeleton is the command itself with every document value replaced by a typed
+placeholder, so that the engine that decides live traffic decides it later and
+gives the same verdict (tests/property/test_skeleton_faithful.py proves it on
+generated commands and configs). It keeps the command name, the namespace, the
+keys, operators and structure of filters and documents, ``$in`` with its number
+of points, ranges, ``$expr`` field paths, sort and collation, hint, update
+operators and their paths, the upsert/multi/limit flags, pipeline stages with
+the names the policy reads (``from``, ``foreignField``, ``$out``...), and
+whether the comment carried the allow marker (never the comment itself).
+
+It is JSON: placeholders are strings in angle brackets (``"<int>"``,
+``"<string#1>"``); a verbatim string that starts with ``<`` or ``\\`` gets a
+``\\`` in front, keys too. Arrays of values keep their distinct element
+skeletons (``["<set>", ...]``); ``$in``/``$nin``/``$all`` keep their elements
+with counts (``["<n>", [3, "<int>"]]``); inserted documents and write
+statements keep their distinct skeletons with counts in order of first
+appearance (``["<seq>", [1000, {...}]]``), so a 1,000-document insert is one
+small skeleton. Top-level keys come sorted after the command name (drivers do
+not agree on their order); session and transport fields (``lsid``,
+``$clusterTime``, read and write concerns...) are left out.
+
+Values the engine compares with each other are kept as a relation, never as
+values: in a replacement update, a value that appears both in the filter and
+in the replacement document gets a number (``"<string#1>"`` on both sides),
+and booleans are numbered by value (``"<bool#1>"``, ``"<bool#2>"``), so that
+"does the replacement keep the shard key" is decided as before.
+
+The 64-bit shape id hashes the JSON skeleton (:func:`hash_json`); the C
+extension computes the same id from a find's or an insert's bytes without
+decoding them (``_scan.shape_hash``), so the relay's fast path never builds
+a skeleton for a shape it has seen.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import struct
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from bson.binary import Binary
+from bson.code import Code
+from bson.datetime_ms import DatetimeMS
+from bson.dbref import DBRef
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
+from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
+
+from scalyproxy.policy.bsontypes import INT32_MAX, INT32_MIN, type_name
+from scalyproxy.policy.decision import has_marker
+from scalyproxy.policy.model import Command
+
+try:
+    from scalyproxy import _scan
+except ImportError:  # pragma: no cover - the pure-Python install hashes in Python
+    _scan = None  # type: ignore[assignment]
+
+Json = Any  # a JSON value: dict, list, str, int, float, bool, None
+
+SET: Final = "<set>"
+COUNTED: Final = "<n>"  # $in/$nin/$all: elements with counts, in hash order
+SEQ: Final = "<seq>"  # documents and statements: with counts, in order of first appearance
+SEQUENCES: Final = "<sequences>"  # the kind-1 sections of an OP_MSG
+MARKER: Final = "<marker>"
+DEEP: Final = "<deep>"
+MAX_DEPTH: Final = 48  # deeper parts become "<deep>" (the C hasher gives up there too)
+MARKERS: Final = frozenset({SET, COUNTED, SEQ})
+
+#: Fields of a command body that say how to run it, not what it does: left out.
+DROPPED: Final = frozenset({
+    "lsid", "txnNumber", "autocommit", "startTransaction", "$clusterTime", "signature",
+    "$readPreference", "readConcern", "writeConcern", "maxTimeMS", "apiVersion", "apiStrict",
+    "apiDeprecationErrors", "batchSize", "$audit", "$client",
+})  # fmt: skip
+
+#: Fields kept verbatim: names, flags and specs the policy reads by value.
+VERBATIM_KEYS: Final = frozenset({
+    "$db", "sort", "collation", "hint", "upsert", "multi", "remove", "new", "ordered", "to",
+    "toCollection", "collection", "key", "out", "bypassDocumentValidation",
+})  # fmt: skip
+#: In a write statement also ``limit`` (1: a single delete), for the advisor.
+STATEMENT_VERBATIM_KEYS: Final = VERBATIM_KEYS | {"limit"}
+
+#: Commands whose first value is a value, not a name (a cursor id).
+_FIRST_VALUE_IS_DATA: Final = frozenset({"getMore"})
+_OPS_KINDS: Final = ("insert", "update", "delete")  # a bulkWrite op's first key
+_LIST_OPS: Final = frozenset({"$in", "$nin", "$all"})
+_LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
+_NAME_STAGES: Final = frozenset({"$geoNear", "$lookup", "$graphLookup", "$unionWith", "$out", "$merge", "$unset"})
+
+# -- hashing -----------------------------------------------------------------------
+
+_FNV_OFFSET: Final = 0xCBF29CE484222325
+_FNV_PRIME: Final = 0x100000001B3
+_MASK: Final = (1 << 64) - 1
+_u64 = struct.Struct("<Q").pack
+_i32 = struct.Struct("<i").pack
+_f64 = struct.Struct("<d").pack
+_u32 = struct.Struct("<I").pack
+
+
+def _py_digest(data: bytes) -> int:
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _MASK
+    return h ^ (h >> 31)
+
+
+#: 64-bit FNV-1a with a splitmix64 finish: the node hash the C extension computes too.
+digest: Callable[[bytes], int] = _scan.shape_digest if _scan is not None else _py_digest
+
+
+def hash_json(node: Json) -> int:
+    """The shape id of a skeleton (or of any node of one)."""
+    cls = node.__class__
+    if cls is str:
+        if node[:1] == "<":
+            return digest(b"T" + node[1:-1].encode() + b"\x00")
+        raw = node.encode()
+        return digest(b"s" + _u32(len(raw)) + raw)
+    if cls is dict:
+        parts = [b"D"]
+        for key, value in node.items():
+            parts += (key.encode(), b"\x00", _u64(hash_json(value)))
+        parts.append(b"E")
+        return digest(b"".join(parts))
+    if cls is list:
+        return _hash_list(node)
+    if cls is bool:
+        return digest(b"b\x01" if node else b"b\x00")
+    if cls is int:
+        return digest(b"i" + _i32(node))
+    if cls is float:
+        return digest(b"d" + _f64(node))
+    if node is None:
+        return digest(b"n")
+    raise TypeError(f"not a skeleton node: {type(node).__name__}")
+
+
+def _hash_list(node: list[Json]) -> int:
+    head = node[0] if node else None
+    if head.__class__ is str and head in MARKERS:
+        parts = [{SET: b"U", COUNTED: b"C", SEQ: b"O"}[head]]
+        if head == SET:
+            parts += (_u64(hash_json(e)) for e in node[1:])
+        else:
+            for count, element in node[1:]:
+                parts += (_u64(hash_json(element)), _u64(count))
+    else:
+        parts = [b"A", *(_u64(hash_json(e)) for e in node)]
+    parts.append(b"E")
+    return digest(b"".join(parts))
+
+
+# -- leaves ------------------------------------------------------------------------
+
+_TAGS: Final[dict[type, str]] = {
+    str: "string", bool: "bool", float: "double", type(None): "null", ObjectId: "objectId",
+    datetime.datetime: "date", DatetimeMS: "date", Int64: "long", Decimal128: "decimal",
+    Binary: "binData", bytes: "binData", uuid.UUID: "binData", Regex: "regex", re.Pattern: "regex",
+    Code: "javascript", Timestamp: "timestamp", MinKey: "minKey", MaxKey: "maxKey", DBRef: "dbref",
+}  # fmt: skip
+
+
+_TAG_NAMES: Final = frozenset({*_TAGS.values(), "int", "object", "array"})
+
+
+def tag_of(value: Any) -> str:
+    """The placeholder type of a leaf value (a DBRef is ``dbref``, not ``object``)."""
+    cls = value.__class__
+    if cls is int:
+        return "int" if INT32_MIN <= value <= INT32_MAX else "long"
+    name = _TAGS.get(cls)
+    if name is not None:
+        return name
+    name = type_name(value)  # a subclass, or a value no BSON decoder makes (tests, client code)
+    return name if name in _TAG_NAMES else f"other:{name}"
+
+
+def _is_mapping(value: Any) -> bool:
+    return value.__class__ is dict or isinstance(value, Mapping)
+
+
+def _is_array(value: Any) -> bool:
+    return value.__class__ is list or isinstance(value, list | tuple)
+
+
+def escape(text: str) -> str:
+    """A verbatim string or key as the skeleton writes it."""
+    return "\\" + text if text[:1] in ("<", "\\") else text
+
+
+def unescape(text: str) -> str:
+    return text[1:] if text[:1] == "\\" else text
+
+
+def _verbatim_scalar(value: Any) -> Json:
+    cls = value.__class__
+    if cls is str:
+        return escape(value)
+    if cls is bool or value is None:
+        return value
+    if cls is int or cls is Int64:
+        if cls is int and INT32_MIN <= value <= INT32_MAX:
+            return value
+        return f"<long={int(value)}>"
+    if cls is float:
+        return value if math.isfinite(value) else "<double>"
+    return f"<{tag_of(value)}>"
+
+
+# -- identities of a replacement update --------------------------------------------
+
+
+def _same_key(value: Any) -> Any:
+    """Values with equal keys are "the same" to the engine's shard-key comparison."""
+    cls = value.__class__
+    if cls is int or cls is Int64 or cls is float:
+        return ("number", value)
+    if cls is Decimal128:
+        return (cls, value.bid)
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return (cls, value)
+
+
+def _leaves(value: Any, out: list[Any], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        return
+    if _is_mapping(value):
+        for item in value.values():
+            _leaves(item, out, depth + 1)
+    elif _is_array(value):
+        for item in value:
+            _leaves(item, out, depth + 1)
+    else:
+        out.append(value)
+
+
+class Identities:
+    """Numbers for the values a replacement's filter and document share, and for booleans.
+
+    Numbers follow the replacement document (whose arrays keep their order in a
+    skeleton), so the same statement with other values numbers the same way."""
+
+    __slots__ = ("shared", "bools")
+
+    def __init__(self, query: Any, replacement: Any) -> None:
+        in_query: list[Any] = []
+        in_doc: list[Any] = []
+        _leaves(query, in_query)
+        _leaves(replacement, in_doc)
+        query_keys = {k for v in in_query if v.__class__ is not bool and (k := _same_key(v)) is not None}
+        self.shared: dict[Any, int] = {}
+        self.bools: dict[bool, int] = {}
+        for v in in_doc:
+            if v.__class__ is bool:
+                self.bools.setdefault(v, len(self.bools) + 1)
+            elif (k := _same_key(v)) in query_keys and k not in self.shared:
+                self.shared[k] = len(self.shared) + 1
+        if self.bools:  # a filter's other boolean differs from the document's: #2
+            for v in in_query:
+                if v.__class__ is bool:
+                    self.bools.setdefault(v, len(self.bools) + 1)
+
+    def tag(self, value: Any) -> str:
+        if value.__class__ is bool:
+            number = self.bools.get(value)
+            return "<bool>" if number is None else f"<bool#{number}>"
+        number = self.shared.get(_same_key(value))
+        return f"<{tag_of(value)}>" if number is None else f"<{tag_of(value)}#{number}>"
+
+
+def _replacement(update: Any) -> bool:
+    if not _is_mapping(update) or not update:
+        return False
+    first = next(iter(update))
+    return not (isinstance(first, str) and first.startswith("$"))
+
+
+# -- the skeleton of a command -----------------------------------------------------
+
+
+class _Builder:
+    """Walks one command; each method is one context (what the values there mean)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    # generic contexts
+
+    def leaf(self, value: Any, ids: Identities | None) -> str:
+        if ids is not None:
+            return ids.tag(value)
+        return f"<{tag_of(value)}>"
+
+    def data(self, value: Any, depth: int, ids: Identities | None = None) -> Json:
+        """Values: every leaf a placeholder; arrays as their distinct element skeletons
+        (in order where values are numbered: a replacement update)."""
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_mapping(value):
+            return {escape(str(k)): self.data(v, depth + 1, ids) for k, v in value.items()}
+        if _is_array(value):
+            items = [self.data(v, depth + 1, ids) for v in value]
+            return items if ids is not None else self.as_set(items)  # numbered: in order
+        return self.leaf(value, ids)
+
+    def verbatim(self, value: Any, depth: int) -> Json:
+        """Names and specs (sort, collation, hint, flags): kept, except values of other types."""
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_mapping(value):
+            return {escape(str(k)): self.verbatim(v, depth + 1) for k, v in value.items()}
+        if _is_array(value):
+            return [self.verbatim(v, depth + 1) for v in value]
+        return _verbatim_scalar(value)
+
+    def names(self, value: Any, depth: int) -> Json:
+        """Stage specs made of names: strings kept, other values placeholders."""
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_mapping(value):
+            return {escape(str(k)): self.names(v, depth + 1) for k, v in value.items()}
+        if _is_array(value):
+            return [self.names(v, depth + 1) for v in value]
+        return escape(value) if value.__class__ is str else self.leaf(value, None)
+
+    def expr(self, value: Any, depth: int) -> Json:
+        """Aggregation expressions: field paths (``"$a"``) kept, literals placeholders."""
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_mapping(value):
+            return {
+                escape(str(k)): self.data(v, depth + 1) if k == "$literal" else self.expr(v, depth + 1)
+                for k, v in value.items()
+            }
+        if _is_array(value):
+            return [self.expr(v, depth + 1) for v in value]
+        if value.__class__ is str and value.startswith("$"):
+            return value
+        return self.leaf(value, None)
+
+    @staticmethod
+    def as_set(items: list[Json]) -> Json:
+        unique = {hash_json(i): i for i in items}
+        return [SET, *(unique[h] for h in sorted(unique))]
+
+    @staticmethod
+    def counted(items: list[Json], ordered: bool) -> Json:
+        counts: dict[int, list[Any]] = {}
+        for item in items:
+            h = hash_json(item)
+            entry = counts.get(h)
+            if entry is None:
+                counts[h] = [1, item]
+            else:
+                entry[0] += 1
+        keys = counts if ordered else sorted(counts)
+        return [SEQ if ordered else COUNTED, *(counts[h] for h in keys)]
+
+    # queries
+
+    def filter(self, value: Any, depth: int, ids: Identities | None = None) -> Json:
+        if depth > MAX_DEPTH:
+            return DEEP
+        if not _is_mapping(value):
+            return self.data(value, depth, ids)
+        out: dict[str, Json] = {}
+        for key, item in value.items():
+            k = str(key)
+            if k in _LOGICAL and _is_array(item):
+                out[escape(k)] = [self.filter(v, depth + 2, ids) for v in item]
+            elif k == "$expr":
+                out[k] = self.expr(item, depth + 1)
+            elif k.startswith("$"):
+                out[k] = self.data(item, depth + 1, ids)
+            else:
+                out[escape(k)] = self.field(item, depth + 1, ids)
+        return out
+
+    def field(self, value: Any, depth: int, ids: Identities | None) -> Json:
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_mapping(value) and value:
+            first = next(iter(value))
+            if isinstance(first, str) and first.startswith("$"):
+                return self.operators(value, depth, ids)
+        return self.data(value, depth, ids)
+
+    def operators(self, value: Mapping[str, Any], depth: int, ids: Identities | None) -> Json:
+        out: dict[str, Json] = {}
+        for key, item in value.items():
+            k = str(key)
+            if k in _LIST_OPS and _is_array(item):
+                out[escape(k)] = self.counted([self.data(v, depth + 2, ids) for v in item], ordered=False)
+            elif k == "$exists" and item.__class__ is bool:
+                out[k] = item
+            elif k == "$not":
+                out[k] = self.field(item, depth + 1, ids)
+            elif k == "$elemMatch":
+                out[k] = self.filter(item, depth + 1, ids)
+            else:
+                out[escape(k)] = self.data(item, depth + 1, ids)
+        return out
+
+    # writes
+
+    def update(self, value: Any, depth: int, ids: Identities | None) -> Json:
+        if depth > MAX_DEPTH:
+            return DEEP
+        if _is_array(value):
+            return self.pipeline(value, depth)
+        if not _is_mapping(value):
+            return self.leaf(value, None)
+        if ids is not None:  # a replacement document
+            return self.data(value, depth, ids)
+        out: dict[str, Json] = {}
+        for op, args in value.items():
+            k = str(op)
+            if not _is_mapping(args):
+                out[escape(k)] = self.data(args, depth + 1)
+            elif k in ("$rename", "$currentDate"):
+                out[escape(k)] = self.verbatim(args, depth + 1)
+            else:
+                out[escape(k)] = self.data(args, depth + 1)
+        return out
+
+    def statement(self, value: Any, depth: int) -> Json:
+        """One update, delete or bulkWrite op: its filter, its update, its flags."""
+        if depth > MAX_DEPTH:
+            return DEEP
+        if not _is_mapping(value):
+            return self.data(value, depth)
+        query_key = "q" if "q" in value else "filter"
+        update_key = "u" if "u" in value else "updateMods"
+        ids = Identities(value.get(query_key), value.get(update_key)) if _replacement(value.get(update_key)) else None
+        out: dict[str, Json] = {}
+        for i, (key, item) in enumerate(value.items()):
+            k = str(key)
+            if i == 0 and k in _OPS_KINDS:
+                out[k] = self.verbatim(item, depth + 1)
+            elif k in ("q", "filter"):
+                out[k] = self.filter(item, depth + 1, ids if k == query_key else None)
+            elif k in ("u", "updateMods"):
+                out[k] = self.update(item, depth + 1, ids if k == update_key else None)
+            elif k in STATEMENT_VERBATIM_KEYS:
+                out[escape(k)] = self.verbatim(item, depth + 1)
+            else:
+                out[escape(k)] = self.data(item, depth + 1)
+        return out
+
+    # aggregation
+
+    def pipeline(self, value: Any, depth: int) -> Json:
+        if not _is_array(value):
+            return self.data(value, depth)
+        return [self.stage(s, depth + 2) for s in value]
+
+    def stage(self, value: Any, depth: int) -> Json:
+        if depth > MAX_DEPTH:
+            return DEEP
+        if not _is_mapping(value):
+            return self.data(value, depth)
+        return {escape(str(k)): self.stage_spec(str(k), v, depth + 1) for k, v in value.items()}
+
+    def stage_spec(self, name: str, spec: Any, depth: int) -> Json:
+        if name == "$match":
+            return self.filter(spec, depth)
+        if name == "$sort":
+            return self.verbatim(spec, depth)
+        if name == "$facet" and _is_mapping(spec):
+            return {escape(str(k)): self.pipeline(v, depth + 1) for k, v in spec.items()}
+        if name in ("$set", "$addFields") and _is_mapping(spec):
+            return {escape(str(k)): self.expr(v, depth + 1) for k, v in spec.items()}
+        if name == "$project" and _is_mapping(spec):
+            return {escape(str(k)): self.projection(v, depth + 1) for k, v in spec.items()}
+        if name in _NAME_STAGES:
+            return self.name_spec(spec, depth)
+        return self.expr(spec, depth)
+
+    def projection(self, value: Any, depth: int) -> Json:
+        if value.__class__ in (bool, int, float, Int64):
+            return _verbatim_scalar(value)
+        return self.expr(value, depth)
+
+    def name_spec(self, spec: Any, depth: int) -> Json:
+        if not _is_mapping(spec):
+            return self.names(spec, depth)
+        out: dict[str, Json] = {}
+        for key, item in spec.items():
+            k = str(key)
+            if k in ("query", "restrictSearchWithMatch"):
+                out[k] = self.filter(item, depth + 1)
+            elif k == "pipeline" or (k == "whenMatched" and _is_array(item)):
+                out[k] = self.pipeline(item, depth + 1)
+            elif k in ("let", "startWith"):
+                out[k] = self.expr(item, depth + 1)
+            elif k == "near":
+                out[k] = self.data(item, depth + 1)
+            else:
+                out[escape(k)] = self.names(item, depth + 1)
+        return out
+
+    # the command
+
+    def command(self, body: Mapping[str, Any], sequences: Mapping[str, Any] | None, depth: int) -> dict[str, Json]:
+        items = iter(body.items())
+        name, first = next(items, ("", None))
+        out: dict[str, Json] = {escape(str(name)): self.first_value(str(name), first, depth)}
+        ids = Identities(body.get("query"), body.get("update")) if _replacement(body.get("update")) else None
+        rest: list[tuple[str, Json]] = []
+        for key, value in items:
+            k = str(key)
+            if k in DROPPED:
+                continue
+            if k == "comment":
+                if has_marker(value, self.token, 0):
+                    rest.append((k, MARKER))
+                continue
+            rest.append((k, self.top_field(k, value, depth + 1, ids)))
+        rest.sort(key=lambda kv: kv[0])
+        out.update((escape(k), v) for k, v in rest)
+        if sequences:
+            seqs = sorted((str(n), self.top_field(str(n), list(docs), depth + 1, None)) for n, docs in sequences.items())
+            out[SEQUENCES] = {escape(n): v for n, v in seqs}
+        return out
+
+    def first_value(self, name: str, value: Any, depth: int) -> Json:
+        if name == "explain" and _is_mapping(value) and value:
+            return self.command(value, None, depth + 1)
+        if name in _FIRST_VALUE_IS_DATA or _is_mapping(value) or _is_array(value):
+            return self.data(value, depth + 1)
+        return _verbatim_scalar(value)
+
+    def top_field(self, key: str, value: Any, depth: int, ids: Identities | None) -> Json:
+        if key in VERBATIM_KEYS:
+            return self.verbatim(value, depth)
+        if key in ("filter", "query"):
+            return self.filter(value, depth, ids if key == "query" else None)
+        if key == "update":
+            return self.update(value, depth, ids)
+        if key in ("updates", "deletes", "ops") and _is_array(value):
+            return self.counted([self.statement(v, depth + 2) for v in value], ordered=True)
+        if key == "documents" and _is_array(value):
+            return self.counted([self.data(v, depth + 2) for v in value], ordered=True)
+        if key == "nsInfo" and _is_array(value):
+            return [self.verbatim(v, depth + 2) for v in value]
+        if key == "pipeline":
+            return self.pipeline(value, depth)
+        if key == "let":
+            return self.expr(value, depth)
+        return self.data(value, depth)
+
+
+def skeleton_of(name: str, body: Mapping[str, Any], sequences: Mapping[str, Any] | None,
+                marker: str) -> dict[str, Json]:
+    """The skeleton of a command (``name`` is its first key); ``marker``: the allow marker."""
+    del name  # the body's first key is the name
+    return _Builder(marker).command(body, sequences, 0)
+
+
+# -- back to a command the engine decides ------------------------------------------
+
+
+class _Values:
+    """Fresh values for placeholders: distinct unless they share a number in one scope."""
+
+    __slots__ = ("next", "scopes", "marker")
+
+    def __init__(self, marker: str) -> None:
+        self.next = 2
+        self.scopes: list[dict[str, int]] = [{}]
+        self.marker = marker
+
+    def number(self, ident: str | None) -> int:
+        if ident is not None:
+            scope = self.scopes[-1]
+            found = scope.get(ident)
+            if found is not None:
+                return found
+        self.next += 1
+        if ident is not None:
+            self.scopes[-1][ident] = self.next
+        return self.next
+
+    def value(self, text: str) -> Any:
+        inner = text[1:-1]
+        if inner == "marker":
+            return self.marker
+        if inner.startswith("long="):
+            return Int64(int(inner[5:]))
+        kind, _, ident = inner.partition("#")
+        if kind == "bool":
+            return not ident or int(ident) % 2 == 1
+        if kind in _SINGLE:
+            return _SINGLE[kind]
+        maker = _MAKERS.get(kind)
+        return None if maker is None else maker(self.number(f"n{ident}" if ident else None))
+
+
+_SINGLE: Final[dict[str, Any]] = {"null": None, "minKey": MinKey(), "maxKey": MaxKey(), "deep": None}
+_EPOCH: Final = datetime.datetime(2000, 1, 1)
+_MAKERS: Final[dict[str, Callable[[int], Any]]] = {
+    "string": lambda n: f"v{n}",
+    "int": lambda n: n,
+    "long": Int64,
+    "double": float,
+    "decimal": lambda n: Decimal128(str(n)),
+    "objectId": lambda n: ObjectId(n.to_bytes(12, "big")),
+    "date": lambda n: _EPOCH + datetime.timedelta(milliseconds=n),
+    "timestamp": lambda n: Timestamp(n, 1),
+    "binData": lambda n: Binary(str(n).encode(), 0),
+    "regex": lambda n: Regex(f"v{n}"),
+    "javascript": lambda n: Code(f"v{n}"),
+    "dbref": lambda n: DBRef("v", n),
+    "object": lambda n: {},
+    "array": lambda n: [],
+}
+
+
+def _rebuild(node: Json, values: _Values) -> Any:
+    cls = node.__class__
+    if cls is str:
+        return values.value(node) if node[:1] == "<" else unescape(node)
+    if cls is dict:
+        return {unescape(k): _rebuild(v, values) for k, v in node.items()}
+    if cls is list:
+        head = node[0] if node else None
+        if head.__class__ is not str:
+            return [_rebuild(e, values) for e in node]
+        if head == SET:
+            return [_rebuild(e, values) for e in node[1:]]
+        if head == COUNTED:
+            return [_rebuild(element, values) for count, element in node[1:] for _ in range(count)]
+        if head == SEQ:
+            return [_scoped(element, values) for count, element in node[1:] for _ in range(count)]
+        return [_rebuild(e, values) for e in node]
+    return node
+
+
+def _scoped(node: Json, values: _Values) -> Any:
+    """Each statement numbers its shared values from 1: a scope of its own."""
+    values.scopes.append({})
+    try:
+        return _rebuild(node, values)
+    finally:
+        values.scopes.pop()
+
+
+def command_of(skeleton: Mapping[str, Json], marker: str) -> Command:
+    """The command a skeleton stands for, with fresh values; ``marker``: the allow marker
+    to put in the comment of a skeleton recorded with one."""
+    values = _Values(marker)
+    body_json = dict(skeleton)
+    seq_json = body_json.pop(SEQUENCES, None)
+    body = _rebuild(body_json, values)
+    sequences: dict[str, list[Any]] = {}
+    if isinstance(seq_json, dict):
+        sequences = {unescape(k): _rebuild(v, values) for k, v in seq_json.items()}
+    name = next(iter(body), "")
+    db = body.get("$db")
+    return Command(name, db if isinstance(db, str) else "", body, sequences)

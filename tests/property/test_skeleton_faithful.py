@@ -1,0 +1,74 @@
+"""The skeleton of a command is decided like the command, under any config.
+
+This is what makes the traffic profile evidence: ``scalyproxy whatif`` decides
+recorded skeletons with the engine that decides live traffic, so each skeleton
+must give the verdict its command gives: the same refusal (rule, code,
+namespace) or none, the same warning rules, the same namespaces, the same use
+of the allow marker. Commands go through the wire codec first, as in the relay.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import bson
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from scalyproxy.config import ProxyConfig
+from scalyproxy.evidence.skeleton import command_of, hash_json, skeleton_of
+from scalyproxy.policy import Engine, Verdict
+from scalyproxy.wire import command_view, encode_op_msg, make_frame
+from tests.property.commands import MARK, bodies, configs
+
+
+def summary(v: Verdict) -> tuple[Any, ...]:
+    refusal = None if v.refusal is None else (v.refusal.rule, v.refusal.code, v.refusal.namespace)
+    warnings = sorted({w.rule for w in v.warnings}) if v.refusal is None else None
+    return refusal, warnings, v.namespaces, v.marker_used, v.command
+
+
+def view_of(body: dict[str, Any], sequences: dict[str, list[Any]]) -> Any:
+    try:
+        message = encode_op_msg(body, request_id=7, sequences=sequences or None)
+        return command_view(make_frame(message))
+    except (bson.errors.InvalidDocument, OverflowError, ValueError):
+        return None
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(configs(), bodies())
+def test_a_skeleton_is_decided_like_its_command(cfg: ProxyConfig, command: tuple[dict[str, Any], dict[str, list[Any]]]) -> None:
+    view = view_of(*command)
+    assume(view is not None)
+    engine = Engine(cfg)
+    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
+    again = command_of(json.loads(json.dumps(skeleton)), MARK)  # through its JSON, as sinks store it
+    assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies())
+def test_the_skeleton_of_a_rebuilt_command_is_the_same(command: tuple[dict[str, Any], dict[str, list[Any]]]) -> None:
+    """Fresh values in the same places give the same skeleton: shapes group."""
+    view = view_of(*command)
+    assume(view is not None)
+    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
+    rebuilt = command_of(skeleton, MARK)
+    again = view_of(dict(rebuilt.body), {k: list(v) for k, v in rebuilt.sequences.items()})
+    assert again is not None
+    assert skeleton_of(again.name, again.body, again.sequences, MARK) == skeleton
+    assert hash_json(skeleton) == hash_json(json.loads(json.dumps(skeleton)))
+
+
+MARKS = st.sampled_from([MARK, "other-marker"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(configs(), st.sampled_from(["find", "aggregate"]), MARKS)
+def test_the_marker_flag_follows_the_running_marker(cfg: ProxyConfig, name: str, marker: str) -> None:
+    """A comment counts as "carried the marker" for the marker of the config it ran under."""
+    body = {name: "a", "filter": {}, "pipeline": [], "comment": f"job {marker}", "$db": "d"}
+    skeleton = skeleton_of(name, body, None, MARK)
+    assert ("comment" in skeleton) == (marker == MARK)
