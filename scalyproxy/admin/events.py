@@ -1,8 +1,11 @@
-"""The admin side of the relay's events: metrics, the shadow report, user names.
+"""The admin side of the relay's events: metrics, the shadow report, the traffic
+profile, user names.
 
 :class:`AdminHooks` is the :class:`~scalyproxy.server.hooks.Hooks` the running
 proxy uses. Every method is a few dictionary lookups and a counter increment,
-and none raises into the relay.
+and none raises into the relay. With the profile on, :meth:`AdminHooks.command`
+returns the command's profile row (:mod:`scalyproxy.evidence.recorder`), which
+the relay hands back to :meth:`AdminHooks.round_trip` with the latency.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from typing import Any
 from scalyproxy.admin.auth import user_of
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.admin.report import ShadowReport
+from scalyproxy.evidence.recorder import Recorder
+from scalyproxy.evidence.table import Row
+from scalyproxy.logs import log
 from scalyproxy.policy import Finding, Verdict
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.wire.errors import ProtocolError
@@ -28,9 +34,10 @@ def _user(view: Any) -> str | None:
 
 
 class AdminHooks(Hooks):
-    def __init__(self, metrics: Metrics, report: ShadowReport) -> None:
+    def __init__(self, metrics: Metrics, report: ShadowReport, recorder: Recorder | None = None) -> None:
         self.metrics = metrics
         self.report = report
+        self.recorder = recorder  # None: the profile is off
         self._open_clients: set[str] = set()
         self._bytes_in = metrics.bytes_in.values  # hot: plain dicts, see admin.metrics
         self._bytes_out = metrics.bytes_out.values
@@ -90,7 +97,7 @@ class AdminHooks(Hooks):
                 self._labels[(command, ns)] = labels
         return labels
 
-    def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
+    def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float, data: Any) -> Any:
         v: Verdict = verdict
         hit = self._allowed_keys.get(id(v))
         if hit is not None and hit[0] is v:  # an allowed verdict of the engine's cache, seen before
@@ -104,6 +111,15 @@ class AdminHooks(Hooks):
             self.metrics.allow_marker_used.inc((key[1],))
         if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None and view is not None:
             conn.user = _user(view)
+        recorder = self.recorder
+        if recorder is None:
+            return v.command
+        try:
+            return recorder.record(conn.app_name, view, v, data)
+        except Exception as exc:  # the profile must never cost a command
+            self.metrics.profile_errors.inc()
+            log.error("internal_error", error=f"profile: {exc!r}")
+            return v.command
 
     def _command_key(self, v: Verdict) -> tuple[str, ...]:
         namespaces = v.namespaces
@@ -121,7 +137,17 @@ class AdminHooks(Hooks):
             self._allowed_keys[id(v)] = (v, key)
         return key
 
-    def round_trip(self, command: str, seconds: float) -> None:
+    def round_trip(self, tag: Any, seconds: float) -> None:
+        if tag.__class__ is Row:  # a profile row (see command)
+            row: Row = tag
+            command = row.command or "other"
+            if row.retired:  # its table went to the sink meanwhile: never touch it again
+                recorder = self.recorder
+                row = recorder.successor(row) if recorder is not None else None  # type: ignore[assignment]
+            if row is not None:
+                row.observe(seconds)
+        else:
+            command = tag
         labels = self._round_trip_labels.get(command)
         if labels is None:
             labels = (self._bounded(command, None)[0],)

@@ -18,7 +18,7 @@ the event loop thread (the admin listener runs there too).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -207,6 +207,15 @@ METRICS: Final[tuple[Spec, ...]] = (
     Spec(Counter, "drift_checks", "Drift checks run, by outcome (ok, mismatch, error)", ("outcome",)),
     Spec(Gauge, "drift_mismatches", "Shard-key mismatches found by the last drift check, by namespace and kind",
          ("namespace", "kind")),
+    Spec(Gauge, "profile_rows", "Rows (namespace, command, shape, appName) of the traffic profile being filled"),
+    Spec(HotCounter, "profile_overflow_commands", "Commands counted in the profile's overflow row (no row of their "
+         "own: profile.max_shapes reached)"),
+    Spec(HotCounter, "profile_errors", "Commands the profile could not record (a bug; logged)"),
+    Spec(Counter, "profile_flushes", "Profile flushes to profile.sink, by outcome (ok, failed)", ("outcome",)),
+    Spec(Counter, "profile_rows_written", "Profile rows written to profile.sink"),
+    Spec(Counter, "profile_rows_dropped", "Profile rows kept for a sink that was down but folded into the overflow "
+         "row for lack of room (their counts are kept, their shapes lost)"),
+    Spec(Gauge, "profile_pending_rows", "Profile rows waiting to be written to profile.sink (it failed)"),
 )
 
 
@@ -253,8 +262,19 @@ class Metrics:
         self.read_only = self._gauge("read_only")
         self.drift_checks = self._counter("drift_checks")
         self.drift_mismatches = self._gauge("drift_mismatches")
+        self.profile_rows = self._gauge("profile_rows")
+        self.profile_overflow_commands = self._hot_counter("profile_overflow_commands")
+        self.profile_errors = self._hot_counter("profile_errors")
+        self.profile_flushes = self._counter("profile_flushes")
+        self.profile_rows_written = self._counter("profile_rows_written")
+        self.profile_rows_dropped = self._counter("profile_rows_dropped")
+        self.profile_pending_rows = self._gauge("profile_pending_rows")
+        #: called before each scrape, to bring figures kept elsewhere up to date
+        self.before_scrape: list[Callable[[], None]] = []
         for outcome in ("success", "failure"):  # both series exist from the start, at 0
             self.config_reloads.labels(outcome)
+        for outcome in ("ok", "failed"):
+            self.profile_flushes.labels(outcome)
 
     def _counter(self, name: str) -> Counter:
         metric = self._all[name]
@@ -320,4 +340,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
+        for refresh in self.before_scrape:
+            refresh()
         return generate_latest(self.registry)

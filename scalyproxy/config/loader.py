@@ -25,6 +25,7 @@ from scalyproxy.config.model import (
     Limits,
     Mode,
     PolicyConfig,
+    ProfileConfig,
     ProxyConfig,
     RulesConfig,
     TlsConfig,
@@ -62,12 +63,14 @@ TOP_KEYS = (
     "drift_check",
     "drift_check_interval_s",
     "policy",
+    "profile",
     "collections",
 )
 POLICY_KEYS = ("allow_marker", "unknown_namespaces", "targeting", "rules", "deny_commands")
 COLLECTION_KEYS = ("model", "structure", "required", "additional_fields", "rules", "indexes", "collation")
 INDEX_KEYS = ("fields", "shard_key", "unique", "sparse", "name")
 TLS_KEYS = ("cert_file", "key_file", "ca_file")
+PROFILE_KEYS = ("enabled", "max_shapes", "sink", "flush_interval_s")
 _INT_LIMITS = {"max_connections": (1.0, None), "max_message_size": (1024.0, 2_147_483_647.0)}
 _FLOAT_LIMITS = {
     "idle_timeout_s": 0.001,
@@ -143,6 +146,8 @@ class _Reader:
         self._simple(entries, values)
         policy = self.policy(entries["policy"][1]) if "policy" in entries else PolicyConfig()
         values["policy"] = policy
+        if "profile" in entries:
+            values["profile"] = self.profile(entries["profile"][1])
         if "collections" in entries:
             values["collections"] = self.collections(entries["collections"][1], policy.rules)
         return ProxyConfig(**{k: v for k, v in values.items() if v is not INVALID})
@@ -231,6 +236,48 @@ class _Reader:
                 path = join("limits", key)
                 values[key] = read_number(entries[key][1], path, self.issues, integer=False, minimum=low)
         return Limits(**{k: v for k, v in values.items() if v is not INVALID})
+
+    # -- profile --------------------------------------------------------------
+
+    def profile(self, node: yaml.Node) -> ProfileConfig | Invalid:
+        entries = mapping(node, "profile", self.issues)
+        if entries is None:
+            return INVALID
+        unknown_keys(entries, PROFILE_KEYS, "profile", self.issues)
+        values: dict[str, Any] = {}
+        if "enabled" in entries:
+            values["enabled"] = read_bool(entries["enabled"][1], "profile.enabled", self.issues)
+        if "max_shapes" in entries:
+            number = read_number(entries["max_shapes"][1], "profile.max_shapes", self.issues,
+                                 integer=True, minimum=1, maximum=10_000_000)
+            values["max_shapes"] = _int(number)
+        if "flush_interval_s" in entries:
+            values["flush_interval_s"] = read_number(entries["flush_interval_s"][1], "profile.flush_interval_s",
+                                                     self.issues, integer=False, minimum=0.1)
+        if "sink" in entries:
+            values["sink"] = self.sink(entries["sink"][1])
+        return ProfileConfig(**{k: v for k, v in values.items() if v is not INVALID})
+
+    def sink(self, node: yaml.Node) -> str | None | Invalid:
+        if isinstance(node, yaml.ScalarNode) and scalar_value(node) is None:
+            return None
+        hint = "file:PATH or mongodb://HOST[:PORT]/DB.COLLECTION"
+        text = read_str(node, "profile.sink", self.issues, hint)
+        if isinstance(text, Invalid):
+            return INVALID
+        if text.startswith("file:"):
+            path = text[len("file:"):]
+            if not path:
+                self.issues.add(node, "profile.sink", f"file: needs a path ({hint})")
+                return INVALID
+            if self.base_dir is not None and not Path(path).is_absolute():
+                path = str(self.base_dir / path)
+            return "file:" + path
+        problem = sink_uri_problem(text)
+        if problem:
+            self.issues.add(node, "profile.sink", problem)
+            return INVALID
+        return text
 
     # -- policy ---------------------------------------------------------------
 
@@ -502,6 +549,22 @@ def namespace_problem(ns: str) -> str:
         return f"bad database name {db!r} (no {' '.join(repr(c) for c in bad)})"
     if "$" in coll or "\x00" in coll:
         return f"bad collection name {coll!r} (no '$')"
+    return ""
+
+
+def sink_uri_problem(uri: str) -> str:
+    """Why a profile sink is not ``mongodb://HOST[:PORT][,...]/DB.COLLECTION[?options]`` ("" when it is)."""
+    hint = "(file:PATH or mongodb://HOST[:PORT]/DB.COLLECTION)"
+    if not uri.startswith("mongodb://"):
+        return f"unknown sink {uri[:40]!r} {hint}"
+    problem = upstream_problem(uri)
+    if problem:
+        return problem
+    from pymongo.uri_parser import parse_uri
+
+    parsed = parse_uri(uri)
+    if not parsed.get("database") or not parsed.get("collection"):
+        return f"the sink URI must name a database and a collection after the hosts, e.g. mongodb://h:27017/scaly.profile {hint}"
     return ""
 
 

@@ -226,6 +226,16 @@ class CollectionConfig:
 
 
 @dataclass(frozen=True)
+class ProfileConfig:
+    """The traffic profile (``profile:``): see docs/profile.md."""
+
+    enabled: bool = True
+    max_shapes: int = 10_000  # rows (namespace, command, shape, appName); the rest go to an overflow row
+    sink: str | None = None  # "file:PATH" (JSON lines) or "mongodb://HOST[:PORT]/DB.COLLECTION"
+    flush_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 27017))
     upstream: str = "mongodb://127.0.0.1:27018"
@@ -239,6 +249,7 @@ class ProxyConfig:
     drift_check: bool | Literal["strict"] = False
     drift_check_interval_s: float = 60
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     collections: Mapping[str, CollectionConfig] = field(default_factory=dict)
     source_path: str | None = None
     source_hash: str = ""

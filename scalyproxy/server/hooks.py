@@ -22,15 +22,20 @@ class Hooks:
     def bytes_out(self, n: int) -> None: ...
     def protocol_error(self, kind: str) -> None: ...
 
-    def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float) -> None:
-        """A command was decided: forwarded (maybe with warnings) or refused.
+    def command(self, conn: Any, view: Any, verdict: Any, proxy_seconds: float, data: Any) -> Any:
+        """A command was decided: about to be forwarded (maybe with warnings) or refused.
 
         ``view`` is None for a command the C fast path allowed on its bytes (a
         targeted find, insert, update, delete, findAndModify, count, distinct or
-        aggregate): no view was built; ``verdict`` says what it was."""
+        aggregate): no view was built; ``verdict`` says what it was; ``data`` is the
+        message's bytes. What it returns is kept with a forwarded request and handed
+        to :meth:`round_trip` when its reply comes (the admin hooks return the
+        request's profile row)."""
+        return verdict.command
 
-    def round_trip(self, command: str, seconds: float) -> None:
-        """A reply came back for a forwarded request, ``seconds`` after it went out."""
+    def round_trip(self, tag: Any, seconds: float) -> None:
+        """A reply came back for a forwarded request, ``seconds`` after it went out;
+        ``tag`` is what :meth:`command` returned for it (the command name for the handshake)."""
 
     def handshake(self, conn: Any, view: Any) -> None:
         """A hello/isMaster from the client (it may carry ``speculativeAuthenticate``)."""

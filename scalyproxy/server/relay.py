@@ -98,7 +98,7 @@ class ClientConnection(asyncio.Protocol):
         self.message_started: float | None = None
         self.last_request = 0.0  # monotonic time of the last forwarded request expecting a reply
         self.last_reply_end = 0.0
-        self.sent_at: dict[int, tuple[float, str]] = {}
+        self.sent_at: dict[int, tuple[float, Any]] = {}  # request id -> (sent, tag for hooks.round_trip)
         # requests awaiting their reply (only with limits.upstream_timeout_s): id -> sent, oldest first
         self.awaiting: dict[int, float] = {}
         self.last_upstream_data = 0.0
@@ -256,8 +256,8 @@ class ClientConnection(asyncio.Protocol):
         allowed = fast_decide(data, proxy.engine.fast)
         if allowed is None:
             return False
-        self._send(data, _int32_at(data, 4)[0], not data[16] & FLAG_MORE_TO_COME, allowed.command, started)
-        proxy.hooks.command(self, None, allowed, time.monotonic() - started)
+        tag = proxy.hooks.command(self, None, allowed, time.monotonic() - started, data)
+        self._send(data, _int32_at(data, 4)[0], not data[16] & FLAG_MORE_TO_COME, tag, started)
         return True
 
     def _handle(self, frame: Frame) -> None:
@@ -283,23 +283,23 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolError as exc:  # the frame is whole: answered, and the next message is read
             unreadable(self, frame, exc)
             return
+        tag = proxy.hooks.command(self, view, verdict, time.monotonic() - started, frame.data)
         refusal = verdict.refusal
         if refusal is not None:
-            proxy.hooks.command(self, view, verdict, time.monotonic() - started)
             proxy.report_refusal(self, view, refusal, enforced=True)
             refuse(self, view, refusal.code, refusal.code_name, refusal.message)
             return
         for warning in verdict.warnings:
             proxy.report_refusal(self, view, warning, enforced=False)
-        self.forward(frame, view, started)
-        proxy.hooks.command(self, view, verdict, time.monotonic() - started)
+        self.forward(frame, view, started, tag)
 
-    def forward(self, frame: Frame, view: CommandView, now: float | None = None) -> None:
-        """Send the original bytes upstream (``now``: the monotonic time the request was read)."""
+    def forward(self, frame: Frame, view: CommandView, now: float | None = None, tag: Any = None) -> None:
+        """Send the original bytes upstream (``now``: the monotonic time the request was read;
+        ``tag``: what ``hooks.command`` returned, for ``hooks.round_trip``)."""
         more_to_come = view.flags & FLAG_MORE_TO_COME and not view.legacy  # view.more_to_come, inlined
-        self._send(frame.data, view.request_id, not more_to_come, view.name, now)
+        self._send(frame.data, view.request_id, not more_to_come, view.name if tag is None else tag, now)
 
-    def _send(self, data: Data, request_id: int, expects_reply: bool, name: str, now: float | None) -> None:
+    def _send(self, data: Data, request_id: int, expects_reply: bool, tag: Any, now: float | None) -> None:
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             log.error("internal_error", client=self.peer, error="forward without an upstream connection")
@@ -310,7 +310,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.last_request = now = time.monotonic() if now is None else now
             if len(self.sent_at) < MAX_PENDING_RTT:
-                self.sent_at[request_id] = (now, name)
+                self.sent_at[request_id] = (now, tag)
             if self.proxy.config.limits.upstream_timeout_s:
                 self.awaiting[request_id] = now
         transport = upstream.transport  # UpstreamConnection.write, inlined (once per message)

@@ -1,0 +1,168 @@
+"""The relay's one call per command into the profile: :meth:`Recorder.record`.
+
+On the fast path (a targeted find or insert allowed by ``_scan.fast_decide``)
+the row is found by the C shape id of the message's bytes (``_scan.shape_hash``)
+and the command's appName: two dictionary lookups, no decoding. The skeleton is
+built in Python only the first time a shape id is seen (then from a view decoded
+for that once), or for the commands the C function leaves to Python (updates,
+aggregations...: the engine has decoded them already).
+
+``record`` returns the row; the relay keeps it with the request and hands it to
+``round_trip`` when the reply comes, which adds the latency to it.
+
+For a sink, :meth:`Recorder.take` swaps the table being filled for an empty one
+in O(1) and returns the old one, frozen (its rows are marked retired; a reply
+that comes later for one of them is counted in its successor); the recorder
+keeps the running total of what it handed out (:meth:`Recorder.snapshot`
+merges it with the table being filled, for ``/profile``).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from scalyproxy.evidence.skeleton import hash_json, skeleton_of
+from scalyproxy.evidence.table import ProfileTable, Row, app_key, outcome_of
+from scalyproxy.logs import log
+from scalyproxy.policy.commands import canonical, namespace_of
+from scalyproxy.policy.model import CommandLike, Verdict
+from scalyproxy.wire.command import command_view
+from scalyproxy.wire.framer import make_frame
+
+try:
+    from scalyproxy._scan import shape_hash
+except ImportError:  # pragma: no cover - the pure-Python install: every skeleton is built in Python
+    shape_hash = None  # type: ignore[assignment]
+
+Data = bytes | bytearray | memoryview
+Shape = tuple[dict[str, Any], str | None, str]  # skeleton, namespace, command
+
+MAX_CACHED_SHAPES: Final = 1 << 16
+
+
+def namespace_for(command: str, db: str, body: Mapping[str, Any]) -> str | None:
+    """The namespace a row is filed under: the command's, an explain's inner command's,
+    a bulkWrite's first."""
+    ns = namespace_of(command, db, body)
+    if ns is not None:
+        return ns
+    inner = body.get("explain") if command == "explain" else None
+    if isinstance(inner, Mapping) and inner:
+        return namespace_of(canonical(next(iter(inner))), db, inner)
+    infos = body.get("nsInfo") if command == "bulkWrite" else None
+    if isinstance(infos, list) and infos and isinstance(infos[0], Mapping) and isinstance(infos[0].get("ns"), str):
+        return str(infos[0]["ns"])
+    return None
+
+
+class Recorder:
+    """The profile being recorded, with the total of what was already taken from it."""
+
+    def __init__(self, max_shapes: int, marker: str) -> None:
+        self.max_shapes = max_shapes
+        self.marker = marker
+        self._token = marker.encode()
+        self.table = ProfileTable(max_shapes)
+        self.taken = ProfileTable(max_shapes, self.table.since)  # the total of the tables taken
+        self._apps: dict[str | None, dict[int, Row]] = {}  # appName -> shape id -> row of self.table
+        self._shapes: dict[int, Shape] = {}  # shape id -> skeleton (any appName)
+        self.mismatches = 0  # C and Python shape ids that disagreed (a bug: logged)
+
+    def configure(self, max_shapes: int, marker: str) -> None:
+        """A reloaded config: the bound applies to new rows, the marker to new commands."""
+        self.max_shapes = self.table.max_shapes = self.taken.max_shapes = max_shapes
+        if marker != self.marker:
+            self.marker, self._token = marker, marker.encode()
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None) -> Row:
+        """Count one decided command; ``view`` is None on the fast path (``data`` then has it)."""
+        rows = self._apps.get(app)
+        if rows is None:
+            rows = self._apps[app] = {}
+        shape_id = shape_hash(data, self._token) if shape_hash is not None and data is not None else None
+        row = rows.get(shape_id) if shape_id is not None else None
+        if row is None:
+            row = self._row(rows, app, shape_id, view, data)
+        row.count += 1
+        if verdict.refusal is None and not verdict.warnings:
+            row.allowed += 1
+        else:
+            key = outcome_of(verdict)
+            row.outcomes[key] = row.outcomes.get(key, 0) + 1
+        row.last_seen = time.time()
+        return row
+
+    def _row(self, rows: dict[int, Row], app: str | None, shape_id: int | None,
+             view: CommandLike | None, data: Data | None) -> Row:
+        if shape_id is not None and self.table.full:
+            return self.table.overflow  # no row for it: no need to know its shape
+        if view is None:
+            assert data is not None
+            view = command_view(make_frame(bytes(data)))
+        shape = self._shape(view, shape_id)
+        if shape_id is None:
+            shape_id = hash_json(shape[0])
+            row = rows.get(shape_id)
+            if row is not None:
+                return row
+        skeleton, namespace, command = shape
+        row = self.table.add(Row(shape_id, app_key(app), namespace, command, skeleton, time.time()))
+        if row is not self.table.overflow:
+            rows[shape_id] = row
+        return row
+
+    def _shape(self, view: CommandLike, shape_id: int | None) -> Shape:
+        cached = self._shapes.get(shape_id) if shape_id is not None else None
+        if cached is not None:
+            return cached
+        skeleton = skeleton_of(view.name, view.body, view.sequences, self.marker)
+        command = canonical(view.name)
+        shape = (skeleton, namespace_for(command, view.db, view.body), command)
+        if shape_id is not None:
+            computed = hash_json(skeleton)
+            if computed != shape_id:  # the C hasher and the skeleton disagree: a bug of ours
+                self.mismatches += 1
+                if self.mismatches == 1:
+                    log.error("internal_error", error=f"shape id mismatch for {command}: C {shape_id:x}, Python {computed:x}")
+            if len(self._shapes) < MAX_CACHED_SHAPES:
+                self._shapes[shape_id] = shape
+        return shape
+
+    def successor(self, row: Row) -> Row:
+        """The row of the table being filled that continues a retired one (a late reply)."""
+        if row.shape is None:
+            return self.table.overflow
+        rows = self._apps.get(row.app)
+        if rows is None:
+            rows = self._apps[row.app] = {}
+        mine = rows.get(row.shape_id)
+        if mine is None:
+            mine = self.table.add(row.empty_copy(time.time()))
+            if mine is not self.table.overflow:
+                rows[row.shape_id] = mine
+        return mine
+
+    # -- flushing ---------------------------------------------------------------------
+
+    def take(self) -> ProfileTable:
+        """The table filled since the last take (frozen from now on); an empty one goes on."""
+        taken, self.table = self.table, ProfileTable(self.max_shapes)
+        self._apps = {}
+        for row in taken.rows.values():
+            row.retired = True
+        taken.overflow.retired = True
+        self.taken.merge(taken)
+        return taken
+
+    def snapshot(self) -> ProfileTable:
+        """Everything recorded since start: the tables taken plus the one being filled."""
+        out = ProfileTable(max(self.max_shapes, len(self.taken), 1), self.taken.since)
+        out.merge(self.taken)
+        out.merge(self.table)
+        return out
