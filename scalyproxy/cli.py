@@ -1,4 +1,4 @@
-"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report | init-config``."""
+"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report | init-config | profile | whatif``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,19 @@ def _build_parser() -> argparse.ArgumentParser:
     from scalyproxy.admin.initconfig.command import add_arguments
 
     add_arguments(init)
+    profile = sub.add_parser("profile", help="print a running proxy's traffic profile (from its admin listener)")
+    profile.add_argument("--admin", required=True, help="admin address of the proxy, e.g. 127.0.0.1:9216 or http://host:9216")
+    profile.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
+    whatif = sub.add_parser(
+        "whatif",
+        help="decide the profiled traffic again under another config and print what would change "
+        "(exit 1 when something allowed or warned would be refused)",
+    )
+    whatif.add_argument("--config", required=True, help="the config to try (YAML)")
+    whatif.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="a file written by the file sink, a saved /profile, an admin address "
+                        "(http://HOST:PORT) or a mongodb://HOST/DB.COLLECTION sink; several are merged")
+    whatif.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser(
         "init-cluster",
         help="initiate a fresh sharded cluster and shard the declared collections (see --help)",
@@ -84,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scalyproxy.admin.report_cli import main as report_main
 
         return report_main(args.admin, args.json)
+    if args.command in ("profile", "whatif"):
+        from scalyproxy.admin import profile_cli
+
+        if args.command == "profile":
+            return profile_cli.profile_main(args.admin, args.json)
+        return profile_cli.whatif_main(args.config, args.sources, args.json)
     from scalyproxy.policy import tools
 
     if args.command == "check":

@@ -1,4 +1,4 @@
-"""The admin HTTP listener: ``/metrics``, ``/healthz``, ``/readyz``, ``/report``.
+"""The admin HTTP listener: ``/metrics``, ``/healthz``, ``/readyz``, ``/report``, ``/profile``.
 
 A deliberately tiny HTTP/1.1 server on asyncio streams, on the proxy's own
 event loop (no threads): one request per connection (``Connection: close``),
@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.config import HostPort
+from scalyproxy.evidence.recorder import Recorder
 from scalyproxy.logs import log
 from scalyproxy.server.proxy import Proxy
 
@@ -104,10 +105,12 @@ class UpstreamProbe:
 class AdminServer:
     """Serves the admin endpoints for one :class:`Proxy`."""
 
-    def __init__(self, proxy: Proxy, metrics: Metrics, report: ShadowReport) -> None:
+    def __init__(self, proxy: Proxy, metrics: Metrics, report: ShadowReport,
+                 recorder: Recorder | None = None) -> None:
         self.proxy = proxy
         self.metrics = metrics
         self.report = report
+        self.recorder = recorder
         self.probe = UpstreamProbe(proxy)
         self.server: asyncio.Server | None = None
         self.open = 0
@@ -116,6 +119,7 @@ class AdminServer:
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/report": self.report_page,
+            "/profile": self.profile_page,
             "/": self.index,
         }
 
@@ -172,7 +176,7 @@ class AdminServer:
             return Response.text(405, "only GET and HEAD"), False
         route = self.routes.get(path.rstrip("/") or "/")
         if route is None:
-            return Response.text(404, f"no such page: {path[:100]} (try /metrics, /healthz, /readyz, /report)"), False
+            return Response.text(404, f"no such page: {path[:100]} (try /metrics, /healthz, /readyz, /report, /profile)"), False
         return await route(), method == "HEAD"
 
     # -- pages ------------------------------------------------------------------------
@@ -198,5 +202,14 @@ class AdminServer:
     async def report_page(self) -> Response:
         return Response.json(200, self.report.as_json())
 
+    async def profile_page(self) -> Response:
+        """The traffic profile since start (what was flushed to the sink included)."""
+        if self.recorder is None:
+            return Response.json(404, {"error": "no traffic profile here"})
+        doc = self.recorder.snapshot().to_json()
+        doc["enabled"] = self.proxy.config.profile.enabled
+        doc["sink"] = self.proxy.config.profile.sink
+        return Response.json(200, doc)
+
     async def index(self) -> Response:
-        return Response.text(200, "scalyproxy admin: /metrics /healthz /readyz /report")
+        return Response.text(200, "scalyproxy admin: /metrics /healthz /readyz /report /profile")

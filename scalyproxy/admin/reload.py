@@ -7,7 +7,7 @@ Anything wrong keeps the running config: every problem is logged with its line
 and the failure is counted (``scalyproxy_config_reloads_total{outcome="failure"}``).
 
 What cannot change without a restart (``listen``, ``upstream``, ``tls``,
-``admin_listen``) keeps its running value and a ``reload_restart_required``
+``admin_listen``, ``profile.sink``, ``profile.flush_interval_s``) keeps its running value and a ``reload_restart_required``
 line names it; everything else (rules, collections, ``read_only``,
 ``log_level``, ``log_values``, ``report_size``, ``limits``, drift settings)
 takes effect at once. ``--listen``/``--upstream`` given on the command line
@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from scalyproxy.config import ConfigError, ProxyConfig, load_config
 from scalyproxy.logs import log
@@ -31,7 +31,7 @@ from scalyproxy.policy import Engine
 from scalyproxy.server.proxy import Proxy
 
 POLL_INTERVAL_S: Final = 1.0
-RESTART_ONLY: Final = ("listen", "upstream", "tls", "admin_listen")
+RESTART_ONLY: Final = ("listen", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
 
 FileStamp = tuple[int, int, int]  # mtime_ns, size, inode
 
@@ -51,10 +51,26 @@ def build(path: str, running: ProxyConfig, last_file: ProxyConfig) -> Built:
     overrides are not taken for changes.
     """
     from_file = load_config(path)
-    changed = [name for name in RESTART_ONLY if getattr(from_file, name) != getattr(last_file, name)]
-    kept = {name: getattr(running, name) for name in RESTART_ONLY}
-    config = dataclasses.replace(from_file, **kept)
+    changed = [name for name in RESTART_ONLY if _get(from_file, name) != _get(last_file, name)]
+    config = from_file
+    for name in RESTART_ONLY:
+        config = _replaced(config, name, _get(running, name))
     return Built(from_file, config, Engine.from_config(config), changed)
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _replaced(obj: ProxyConfig, dotted: str, value: Any) -> ProxyConfig:
+    """``obj`` with the (maybe nested, e.g. ``profile.sink``) field set to ``value``."""
+    head, _, rest = dotted.partition(".")
+    changes: dict[str, Any] = {head: value}
+    if rest:
+        changes = {head: dataclasses.replace(getattr(obj, head), **{rest: value})}
+    return dataclasses.replace(obj, **changes)
 
 
 def stamp(path: str) -> FileStamp | None:

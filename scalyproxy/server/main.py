@@ -2,8 +2,8 @@
 serve until SIGTERM/SIGINT.
 
 This is where the pieces meet: the :class:`Proxy` (listener and relay), its
-admin side (metrics, shadow report, admin HTTP listener), hot reload (SIGHUP
-and file changes) and the drift check.
+admin side (metrics, shadow report, traffic profile and its sink, admin HTTP
+listener), hot reload (SIGHUP and file changes) and the drift check.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from scalyproxy.admin.drift import DriftChecker, DriftError
 from scalyproxy.admin.events import AdminHooks
 from scalyproxy.admin.http import AdminServer
 from scalyproxy.admin.metrics import Metrics
+from scalyproxy.admin.profile_flush import ProfileFlusher
 from scalyproxy.admin.reload import Reloader
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.backend import BackendError, FerretDB
 from scalyproxy.config import ConfigError, HostPort, ProxyConfig, load_config
+from scalyproxy.evidence.recorder import Recorder
 from scalyproxy.logs import log
 from scalyproxy.server.proxy import Proxy
 from scalyproxy.server.upstream import UpstreamConfigError
+from scalyproxy.sinks import open_sink
 
 SHUTDOWN_GRACE_S = 10.0
 
@@ -50,16 +53,23 @@ def install_uvloop() -> str:
 
 
 class Runtime:
-    """The proxy wired to its admin side: metrics, shadow report, admin listener, drift check."""
+    """The proxy wired to its admin side: metrics, shadow report, traffic profile (and its
+    sink), admin listener, drift check."""
 
     def __init__(self, cfg: ProxyConfig, relay_only: bool = False) -> None:
         self.metrics = Metrics(cfg.collections)
         self.report = ShadowReport(cfg.report_size)
+        self.recorder = Recorder(cfg.profile.max_shapes, cfg.policy.allow_marker)  # kept while off, for /profile
         self.hooks = AdminHooks(self.metrics, self.report)
         self.proxy = Proxy(cfg, self.hooks, relay_only=relay_only)
         self.metrics.hosts = frozenset(h.address for h in self.proxy.upstreams.hosts)
+        self.metrics.before_scrape.append(self._profile_figures)
         self.drift = DriftChecker(self.proxy, self.metrics)
         self.admin: AdminServer | None = None
+        self.flusher: ProfileFlusher | None = None
+        if cfg.profile.sink is not None and not relay_only:
+            sink = open_sink(cfg.profile.sink)
+            self.flusher = ProfileFlusher(self.recorder, sink, cfg.profile.flush_interval_s, self.metrics)
         self._config_loaded(cfg)
 
     def _config_loaded(self, cfg: ProxyConfig) -> None:
@@ -67,6 +77,13 @@ class Runtime:
                                    self.proxy.generation)
         self.hooks.config_loaded()
         self.report.resize(cfg.report_size)
+        self.recorder.configure(cfg.profile.max_shapes, cfg.policy.allow_marker)
+        self.hooks.recorder = self.recorder if cfg.profile.enabled and not self.proxy.relay_only else None
+
+    def _profile_figures(self) -> None:
+        recorder = self.recorder
+        self.metrics.profile_rows.set(len(recorder.table))
+        self.metrics.profile_overflow_commands.values[()] = recorder.table.overflow.count + recorder.taken.overflow.count
 
     def reloaded(self, cfg: ProxyConfig) -> None:
         self._config_loaded(cfg)
@@ -88,7 +105,7 @@ class Runtime:
 
     async def start_admin(self, listen: HostPort) -> str | None:
         """Start the admin listener; the reason it could not, or None."""
-        admin = AdminServer(self.proxy, self.metrics, self.report)
+        admin = AdminServer(self.proxy, self.metrics, self.report, self.recorder)
         try:
             self.proxy.admin_address = await admin.start(listen)
         except OSError as exc:
@@ -97,6 +114,8 @@ class Runtime:
         return None
 
     async def close(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.drift.close()
@@ -126,6 +145,8 @@ async def serve(cfg: ProxyConfig, announce: bool = False, config_path: str | Non
             loop.add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
             proxy.spawn(reloader.watch())
         proxy.spawn(rt.drift.run(initial_delay=cfg.drift_check == "strict"))
+        if rt.flusher is not None:
+            proxy.spawn(rt.flusher.run())
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

@@ -36,6 +36,17 @@ def test_build_swaps_policy_and_keeps_restart_only_fields(tmp_path: Path) -> Non
     assert built.engine.collection("db.c") is not None
 
 
+def test_the_profile_sink_needs_a_restart_its_bounds_do_not(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE + "profile: {sink: 'file:a.jsonl', max_shapes: 10, flush_interval_s: 5}\n")
+    cfg = load_config(path)
+    path.write_text(BASE + "profile: {sink: 'file:b.jsonl', max_shapes: 20, flush_interval_s: 1, enabled: false}\n")
+    built = build(str(path), cfg, cfg)
+    assert built.changed == ["profile.sink", "profile.flush_interval_s"]
+    assert built.config.profile.sink == f"file:{tmp_path}/a.jsonl" and built.config.profile.flush_interval_s == 5
+    assert built.config.profile.max_shapes == 20 and built.config.profile.enabled is False
+
+
 def test_build_raises_with_lines(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(BASE)

@@ -11,6 +11,7 @@ from scalyproxy.config import (
     ConfigError,
     HostPort,
     Limits,
+    ProfileConfig,
     ProxyConfig,
     load_config,
     load_config_text,
@@ -366,3 +367,33 @@ def test_model_key_names_a_class() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("collections:\n  a.b:\n    model: not a name\n")
     assert ":3:" in str(info.value) and "not a Python class name" in str(info.value)
+
+
+def test_profile_section(tmp_path: Path) -> None:
+    assert load_config_text("").profile == ProfileConfig()  # on by default, no sink
+    path = tmp_path / "c.yaml"
+    path.write_text("profile: {sink: 'file:data/profile.jsonl', max_shapes: 50, flush_interval_s: 2.5}\n")
+    cfg = load_config(path)
+    assert cfg.profile == ProfileConfig(True, 50, f"file:{tmp_path}/data/profile.jsonl", 2.5)
+    mongo = load_config_text("profile:\n  enabled: false\n  sink: mongodb://a:1,b:2/scaly.profile?tls=false\n")
+    assert mongo.profile.sink == "mongodb://a:1,b:2/scaly.profile?tls=false" and not mongo.profile.enabled
+
+
+@pytest.mark.parametrize(
+    "text, line, path, fragment",
+    [
+        ("profile:\n  sink: http://x\n", 2, "profile.sink", "unknown sink"),
+        ("profile:\n  sink: mongodb://h/db\n", 2, "profile.sink", "a database and a collection"),
+        ("profile:\n  sink: 'mongodb://h:99999/a.b'\n", 2, "profile.sink", "bad MongoDB URI"),
+        ("profile:\n  sink: 'file:'\n", 2, "profile.sink", "needs a path"),
+        ("profile:\n  sink: 5\n", 2, "profile.sink", "expected a string"),
+        ("x: 1\nprofile:\n  max_shapes: 0\n", 3, "profile.max_shapes", "out of range"),
+        ("profile:\n  flush_interval_s: 0\n", 2, "profile.flush_interval_s", "out of range"),
+        ("profile:\n  enabled: yes please\n", 2, "profile.enabled", "true or false"),
+        ("profile:\n  max_shape: 5\n", 2, "profile.max_shape", "did you mean 'max_shapes'"),
+        ("profile: [1]\n", 1, "profile", "expected a mapping"),
+    ],
+)
+def test_profile_errors_name_line_and_key(text: str, line: int, path: str, fragment: str) -> None:
+    found = errors_of(text)
+    assert any(ln == line and p == path and fragment in msg for ln, p, msg in found), found

@@ -1,0 +1,46 @@
+"""``scalyproxy profile`` and ``scalyproxy whatif``: read profiles, print them or decide them again.
+
+``profile --admin ADDR`` prints a running proxy's ``/profile`` (exit 0, or 1 when
+it cannot be read). ``whatif --config NEW.yaml SOURCE...`` decides every profiled
+shape under NEW.yaml (exit 0: nothing allowed or warned would be refused; 1:
+something would; 2: bad input, said on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from scalyproxy.config import ConfigError, load_config
+from scalyproxy.evidence.text import format_profile
+from scalyproxy.evidence.whatif import format_whatif, what_if
+from scalyproxy.policy import Engine
+from scalyproxy.sinks import SinkError
+from scalyproxy.sinks.sources import fetch_profile, read_sources
+
+
+def profile_main(admin: str, as_json: bool = False) -> int:
+    try:
+        doc = fetch_profile(admin)
+    except SinkError as exc:
+        print(f"scalyproxy profile: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=1) if as_json else format_profile(doc))
+    return 0
+
+
+def whatif_main(config: str, sources: Sequence[str], as_json: bool = False) -> int:
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        print(f"scalyproxy whatif: {config} does not load:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        table = read_sources(sources)
+    except SinkError as exc:
+        print(f"scalyproxy whatif: {exc}", file=sys.stderr)
+        return 2
+    result = what_if(table, Engine.from_config(cfg))
+    print(json.dumps(result.as_json(), indent=1) if as_json else format_whatif(result, config))
+    return result.exit_status
