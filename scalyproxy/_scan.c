@@ -1525,7 +1525,7 @@ static uint64_t tag_hash(const char *name) {
     return fnv_finish(h);
 }
 
-/* skeleton.tag_of of the value pymongo decodes from each BSON type (0: not a leaf). */
+/* skeleton.tag_of of the value pymongo decodes from each BSON type (NULL: not a leaf). */
 static const char *leaf_name(uint8_t type) {
     switch (type) {
     case 0x01: return "double";
@@ -1546,6 +1546,21 @@ static const char *leaf_name(uint8_t type) {
     case 0xFF: return "minKey";
     default: return NULL;
     }
+}
+
+/* The hashes of the leaf placeholders, computed once (shape_hash_init). */
+static uint64_t LEAF_HASH[256];
+static uint8_t IS_LEAF[256];
+static uint64_t MARKER_HASH, DOUBLE_TAG_HASH;
+
+static void shape_hash_init(void) {
+    for (int t = 0; t < 256; t++) {
+        const char *name = leaf_name((uint8_t)t);
+        IS_LEAF[t] = name != NULL;
+        LEAF_HASH[t] = name != NULL ? tag_hash(name) : 0;
+    }
+    MARKER_HASH = tag_hash("marker");
+    DOUBLE_TAG_HASH = tag_hash("double");
 }
 
 /* A growable list of (hash, count or position) pairs. */
@@ -1628,9 +1643,24 @@ typedef struct {
     Py_ssize_t marker_len;
 } ShapeCtx;
 
-typedef int (*ValueHash)(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+typedef struct {
+    const char *name;
+    Py_ssize_t len;
+} Name;
 
-static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+#define NAME(s) {s, sizeof(s) - 1}
+
+static int in_list(const Elem *e, const Name *names) {
+    for (; names->name != NULL; names++) {
+        if (names->len == e->key_len && memcmp(names->name, e->key, (size_t)e->key_len) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Each context of skeleton._Builder is one function: the hash of a value found there. */
+typedef int (*ValueHash)(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+/* A context that depends on the key: the hash of one element of a document (index: its position). */
+typedef int (*ElemHash)(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out);
 
 /* The elements of the document or array at v: [*first, *end) after its size is checked. */
 static int doc_span(const uint8_t *v, Py_ssize_t size, const uint8_t **first, const uint8_t **end) {
@@ -1642,17 +1672,20 @@ static int doc_span(const uint8_t *v, Py_ssize_t size, const uint8_t **first, co
 
 static inline int is_dollar_ref(const Elem *e) { return key_is(e, "$ref", 4); }
 
-/* A document whose values are all hashed by one function (keys escaped, in order). */
-static int sh_doc_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ValueHash each, uint64_t *out) {
+static inline int starts_with_dollar(const Elem *e) { return e->key_len > 0 && e->key[0] == '$'; }
+
+/* A document node: its keys (escaped) in order, each value hashed by `each`. */
+static int sh_keyed(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ElemHash each, uint64_t *out) {
     const uint8_t *p, *end;
     if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
     uint64_t h = FNV_OFFSET, child;
     fnv_byte(&h, 'D');
     Elem e;
     int more, r;
+    Py_ssize_t index = 0;
     while ((more = next_elem(&p, end, &e)) > 0) {
         if (is_dollar_ref(&e)) return SH_NONE; /* maybe a DBRef once decoded: Python decides */
-        if ((r = each(c, e.type, e.value, e.size, depth + 1, &child)) != SH_OK) return r;
+        if ((r = each(c, &e, index++, depth + 1, &child)) != SH_OK) return r;
         feed_key(&h, e.key, e.key_len);
         fnv_u64(&h, child);
     }
@@ -1662,7 +1695,7 @@ static int sh_doc_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth
     return SH_OK;
 }
 
-/* An array as a set, counted list or ordered list of its elements, each hashed by one function. */
+/* An array as an ordered list (kind < 0), a set, a counted list or a "<seq>" of its elements. */
 static int sh_array_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ValueHash each, int kind,
                          uint64_t *out) {
     const uint8_t *p, *end;
@@ -1692,46 +1725,84 @@ static int sh_array_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int dep
     return r;
 }
 
+/* A run of whole documents (a kind-1 section) as the "<seq>" list of their hashes by `each`. */
+static int sh_run(ShapeCtx *c, const uint8_t *p, const uint8_t *stop, ValueHash each, uint64_t *out) {
+    Pairs items;
+    pairs_init(&items);
+    int r = SH_OK;
+    uint64_t child, position = 0;
+    while (r == SH_OK && p < stop) {
+        Py_ssize_t size = stop - p < 5 ? -1 : read_i32(p);
+        if (size < 5 || size > stop - p) {
+            r = SH_NONE;
+            break;
+        }
+        if ((r = each(c, 0x03, p, size, 3, &child)) == SH_OK) r = pairs_add(&items, child, position++);
+        p += size;
+    }
+    if (r == SH_OK) *out = list_hash(&items, LIST_SEQ);
+    pairs_free(&items);
+    return r;
+}
+
 static int sh_leaf(uint8_t type, uint64_t *out) {
-    const char *name = leaf_name(type);
-    if (name == NULL) return SH_NONE;
-    *out = tag_hash(name);
+    if (!IS_LEAF[type]) return SH_NONE;
+    *out = LEAF_HASH[type];
     return SH_OK;
 }
 
+static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int elem_data(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    return sh_data(c, e->type, e->value, e->size, depth, out);
+}
+
+/* Values: every leaf a placeholder, arrays as sets (skeleton._Builder.data). */
 static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
-    if (type == 0x03) return sh_doc_with(c, v, size, depth, sh_data, out);
+    if (type == 0x03) return sh_keyed(c, v, size, depth, elem_data, out);
     if (type == 0x04) return sh_array_with(c, v, size, depth, sh_data, LIST_SET, out);
     return sh_leaf(type, out);
 }
 
+static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int elem_verbatim(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    return sh_verbatim(c, e->type, e->value, e->size, depth, out);
+}
+
+/* A string as skeleton.hash_json hashes a verbatim one ("\" before a leading "<" or "\"). */
+static int sh_string(const uint8_t *v, Py_ssize_t size, uint64_t *out) {
+    Py_ssize_t n = size - 5; /* without the size and the NUL */
+    if (n < 0) return SH_NONE;
+    int escaped = needs_escape(v + 4, n);
+    uint32_t length = (uint32_t)(n + escaped);
+    uint8_t b[4] = {(uint8_t)length, (uint8_t)(length >> 8), (uint8_t)(length >> 16), (uint8_t)(length >> 24)};
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 's');
+    fnv_feed(&h, b, 4);
+    if (escaped) fnv_byte(&h, '\\');
+    fnv_feed(&h, v + 4, (size_t)n);
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+/* Names, flags and specs: kept as written (skeleton._Builder.verbatim). */
 static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
     uint64_t h = FNV_OFFSET;
     switch (type) {
     case 0x03:
-        return sh_doc_with(c, v, size, depth, sh_verbatim, out);
+        return sh_keyed(c, v, size, depth, elem_verbatim, out);
     case 0x04:
         return sh_array_with(c, v, size, depth, sh_verbatim, -1, out);
-    case 0x02: case 0x0E: {
-        Py_ssize_t n = size - 5; /* without the size and the NUL */
-        if (n < 0) return SH_NONE;
-        int escaped = needs_escape(v + 4, n);
-        uint32_t length = (uint32_t)(n + escaped);
-        uint8_t b[4] = {(uint8_t)length, (uint8_t)(length >> 8), (uint8_t)(length >> 16), (uint8_t)(length >> 24)};
-        fnv_byte(&h, 's');
-        fnv_feed(&h, b, 4);
-        if (escaped) fnv_byte(&h, '\\');
-        fnv_feed(&h, v + 4, (size_t)n);
-        break;
-    }
+    case 0x02: case 0x0E:
+        return sh_string(v, size, out);
     case 0x10:
         fnv_byte(&h, 'i');
         fnv_feed(&h, v, 4);
         break;
     case 0x12: {
         char text[40];
-        uint64_t u = (uint64_t)read_i32(v) & 0xFFFFFFFFu;
-        u |= (uint64_t)(uint32_t)read_i32(v + 4) << 32;
+        uint64_t u = (uint64_t)(uint32_t)read_i32(v) | (uint64_t)(uint32_t)read_i32(v + 4) << 32;
         snprintf(text, sizeof text, "long=%lld", (long long)(int64_t)u);
         *out = tag_hash(text);
         return SH_OK;
@@ -1739,7 +1810,7 @@ static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t s
     case 0x01: {
         uint64_t bits = (uint64_t)(uint32_t)read_i32(v) | (uint64_t)(uint32_t)read_i32(v + 4) << 32;
         if ((bits & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL) { /* inf or NaN */
-            *out = tag_hash("double");
+            *out = DOUBLE_TAG_HASH;
             return SH_OK;
         }
         fnv_byte(&h, 'd');
@@ -1760,118 +1831,176 @@ static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t s
     return SH_OK;
 }
 
-static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+static int sh_names(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
 
+static int elem_names(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    return sh_names(c, e->type, e->value, e->size, depth, out);
+}
+
+/* Stage specs made of names: strings kept, other values placeholders. */
+static int sh_names(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type == 0x03) return sh_keyed(c, v, size, depth, elem_names, out);
+    if (type == 0x04) return sh_array_with(c, v, size, depth, sh_names, -1, out);
+    if (type == 0x02 || type == 0x0E) return sh_string(v, size, out);
+    return sh_leaf(type, out);
+}
+
+static int sh_expr(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int elem_expr(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    if (key_is(e, "$literal", 8)) return sh_data(c, e->type, e->value, e->size, depth, out);
+    return sh_expr(c, e->type, e->value, e->size, depth, out);
+}
+
+/* Aggregation expressions: field paths ("$a") kept, literals placeholders. */
+static int sh_expr(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type == 0x03) return sh_keyed(c, v, size, depth, elem_expr, out);
+    if (type == 0x04) return sh_array_with(c, v, size, depth, sh_expr, -1, out);
+    if ((type == 0x02 || type == 0x0E) && size > 5 && v[4] == '$') return sh_string(v, size, out);
+    return sh_leaf(type, out);
+}
+
+static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
 static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
 
 /* An operator document ({$gt: 1, $in: [...]}): skeleton._Builder.operators. */
-static int sh_operators(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
-    const uint8_t *p, *end;
-    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
-    uint64_t h = FNV_OFFSET, child;
-    fnv_byte(&h, 'D');
-    Elem e;
-    int more, r;
-    while ((more = next_elem(&p, end, &e)) > 0) {
-        if (is_dollar_ref(&e)) return SH_NONE;
-        int list_op = key_is(&e, "$in", 3) || key_is(&e, "$nin", 4) || key_is(&e, "$all", 4);
-        if (list_op && e.type == 0x04) {
-            r = sh_array_with(c, e.value, e.size, depth + 2, sh_data, LIST_COUNTED, &child);
-        } else if (key_is(&e, "$exists", 7) && e.type == 0x08) {
-            r = sh_verbatim(c, e.type, e.value, e.size, depth + 1, &child);
-        } else if (key_is(&e, "$not", 4)) {
-            r = sh_field(c, e.type, e.value, e.size, depth + 1, &child);
-        } else if (key_is(&e, "$elemMatch", 10)) {
-            r = sh_filter(c, e.type, e.value, e.size, depth + 1, &child);
-        } else {
-            r = sh_data(c, e.type, e.value, e.size, depth + 1, &child);
-        }
-        if (r != SH_OK) return r;
-        feed_key(&h, e.key, e.key_len);
-        fnv_u64(&h, child);
-    }
-    if (more < 0) return SH_NONE;
-    fnv_byte(&h, 'E');
-    *out = fnv_finish(h);
-    return SH_OK;
+static int elem_operator(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    int list_op = key_is(e, "$in", 3) || key_is(e, "$nin", 4) || key_is(e, "$all", 4);
+    if (list_op && e->type == 0x04) return sh_array_with(c, e->value, e->size, depth + 1, sh_data, LIST_COUNTED, out);
+    if (key_is(e, "$exists", 7) && e->type == 0x08) return sh_verbatim(c, e->type, e->value, e->size, depth, out);
+    if (key_is(e, "$not", 4)) return sh_field(c, e->type, e->value, e->size, depth, out);
+    if (key_is(e, "$elemMatch", 10)) return sh_filter(c, e->type, e->value, e->size, depth, out);
+    return sh_data(c, e->type, e->value, e->size, depth, out);
 }
 
 static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
-    if (depth > SHAPE_MAX_DEPTH) return SH_NONE;
-    if (type == 0x03 && size > 6 && v[5] == '$') { /* the first key (after its type byte) */
-        return sh_operators(c, v, size, depth, out);
-    }
+    if (type == 0x03 && size > 6 && v[5] == '$') return sh_keyed(c, v, size, depth, elem_operator, out);
     return sh_data(c, type, v, size, depth, out);
 }
 
+static int elem_filter(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    int logical = key_is(e, "$and", 4) || key_is(e, "$or", 3) || key_is(e, "$nor", 4);
+    if (logical && e->type == 0x04) return sh_array_with(c, e->value, e->size, depth, sh_filter, -1, out);
+    if (key_is(e, "$expr", 5)) return sh_expr(c, e->type, e->value, e->size, depth, out);
+    if (starts_with_dollar(e)) return sh_data(c, e->type, e->value, e->size, depth, out);
+    return sh_field(c, e->type, e->value, e->size, depth, out);
+}
+
+/* A query: skeleton._Builder.filter. */
 static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
     if (type != 0x03) return sh_data(c, type, v, size, depth, out);
-    const uint8_t *p, *end;
-    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
-    uint64_t h = FNV_OFFSET, child;
-    fnv_byte(&h, 'D');
-    Elem e;
-    int more, r;
-    while ((more = next_elem(&p, end, &e)) > 0) {
-        if (is_dollar_ref(&e) || key_is(&e, "$expr", 5)) return SH_NONE;
-        int logical = key_is(&e, "$and", 4) || key_is(&e, "$or", 3) || key_is(&e, "$nor", 4);
-        if (logical && e.type == 0x04) {
-            r = sh_array_with(c, e.value, e.size, depth + 1, sh_filter, -1, &child);
-        } else if (e.key_len > 0 && e.key[0] == '$') {
-            r = sh_data(c, e.type, e.value, e.size, depth + 1, &child);
-        } else {
-            r = sh_field(c, e.type, e.value, e.size, depth + 1, &child);
-        }
-        if (r != SH_OK) return r;
-        feed_key(&h, e.key, e.key_len);
-        fnv_u64(&h, child);
-    }
-    if (more < 0) return SH_NONE;
-    fnv_byte(&h, 'E');
-    *out = fnv_finish(h);
-    return SH_OK;
+    return sh_keyed(c, v, size, depth, elem_filter, out);
 }
 
-/* A run of whole documents (a kind-1 section): its "<seq>" list of document skeletons. */
-static int sh_run(ShapeCtx *c, const uint8_t *p, const uint8_t *stop, uint64_t *out) {
-    Pairs items;
-    pairs_init(&items);
-    int r = SH_OK;
-    uint64_t child, position = 0;
-    while (r == SH_OK && p < stop) {
-        if (stop - p < 5) {
-            r = SH_NONE;
-            break;
-        }
-        Py_ssize_t size = read_i32(p);
-        if (size < 5 || size > stop - p) {
-            r = SH_NONE;
-            break;
-        }
-        if ((r = sh_data(c, 0x03, p, size, 3, &child)) == SH_OK) r = pairs_add(&items, child, position++);
-        p += size;
-    }
-    if (r == SH_OK) *out = list_hash(&items, LIST_SEQ);
-    pairs_free(&items);
-    return r;
+/* -- aggregation pipelines -- */
+
+static int sh_pipeline(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
+
+static int elem_pipeline(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    return sh_pipeline(c, e->type, e->value, e->size, depth, out);
 }
 
-static int in_list(const Elem *e, const char *const *names) {
-    for (; *names != NULL; names++) {
-        if (key_is(e, *names, (Py_ssize_t)strlen(*names))) return 1;
-    }
-    return 0;
+static int elem_expr_plain(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    return sh_expr(c, e->type, e->value, e->size, depth, out);
 }
 
-/* skeleton.DROPPED, skeleton.VERBATIM_KEYS, and the top-level fields only Python shapes. */
-static const char *const DROPPED_KEYS[] = {
-    "lsid", "txnNumber", "autocommit", "startTransaction", "$clusterTime", "signature", "$readPreference",
-    "readConcern", "writeConcern", "maxTimeMS", "apiVersion", "apiStrict", "apiDeprecationErrors", "batchSize",
-    "$audit", "$client", NULL};
-static const char *const VERBATIM_TOP[] = {
-    "$db", "sort", "collation", "hint", "upsert", "multi", "remove", "new", "ordered", "to", "toCollection",
-    "collection", "key", "out", "bypassDocumentValidation", NULL};
-static const char *const PYTHON_ONLY[] = {"update", "updates", "deletes", "ops", "nsInfo", "pipeline", "let", NULL};
+static int elem_projection(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    if (e->type == 0x08 || e->type == 0x10 || e->type == 0x01 || e->type == 0x12)
+        return sh_verbatim(c, e->type, e->value, e->size, depth, out);
+    return sh_expr(c, e->type, e->value, e->size, depth, out);
+}
+
+static const Name NAME_STAGES[] = {
+    NAME("$geoNear"), NAME("$lookup"), NAME("$graphLookup"), NAME("$unionWith"), NAME("$out"), NAME("$merge"),
+    NAME("$unset"), {NULL, 0}};
+
+static int elem_name_spec(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    if (key_is(e, "query", 5) || key_is(e, "restrictSearchWithMatch", 23))
+        return sh_filter(c, e->type, e->value, e->size, depth, out);
+    if (key_is(e, "pipeline", 8) || (key_is(e, "whenMatched", 11) && e->type == 0x04))
+        return sh_pipeline(c, e->type, e->value, e->size, depth, out);
+    if (key_is(e, "let", 3) || key_is(e, "startWith", 9)) return sh_expr(c, e->type, e->value, e->size, depth, out);
+    if (key_is(e, "near", 4)) return sh_data(c, e->type, e->value, e->size, depth, out);
+    return sh_names(c, e->type, e->value, e->size, depth, out);
+}
+
+/* One stage's spec: skeleton._Builder.stage_spec (e: the stage's element, its key the stage name). */
+static int elem_stage(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    uint8_t t = e->type;
+    if (key_is(e, "$match", 6)) return sh_filter(c, t, e->value, e->size, depth, out);
+    if (key_is(e, "$sort", 5)) return sh_verbatim(c, t, e->value, e->size, depth, out);
+    if (key_is(e, "$facet", 6) && t == 0x03) return sh_keyed(c, e->value, e->size, depth, elem_pipeline, out);
+    if ((key_is(e, "$set", 4) || key_is(e, "$addFields", 10)) && t == 0x03)
+        return sh_keyed(c, e->value, e->size, depth, elem_expr_plain, out);
+    if (key_is(e, "$project", 8) && t == 0x03) return sh_keyed(c, e->value, e->size, depth, elem_projection, out);
+    if (in_list(e, NAME_STAGES)) {
+        if (t == 0x03) return sh_keyed(c, e->value, e->size, depth, elem_name_spec, out);
+        return sh_names(c, t, e->value, e->size, depth, out);
+    }
+    return sh_expr(c, t, e->value, e->size, depth, out);
+}
+
+static int sh_stage(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type != 0x03) return sh_data(c, type, v, size, depth, out);
+    return sh_keyed(c, v, size, depth, elem_stage, out);
+}
+
+static int sh_pipeline(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type != 0x04) return sh_data(c, type, v, size, depth, out);
+    return sh_array_with(c, v, size, depth + 1, sh_stage, -1, out);
+}
+
+/* -- writes -- */
+
+/* A non-empty document whose first key does not start with "$": a replacement (Python numbers its values). */
+static int is_replacement(uint8_t type, const uint8_t *v, Py_ssize_t size) {
+    return type == 0x03 && size > 6 && v[5] != '$';
+}
+
+static int elem_update_op(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    if (e->type == 0x03 && (key_is(e, "$rename", 7) || key_is(e, "$currentDate", 12)))
+        return sh_verbatim(c, e->type, e->value, e->size, depth, out);
+    return sh_data(c, e->type, e->value, e->size, depth, out);
+}
+
+/* An update: a pipeline, operators; a replacement is left to Python. */
+static int sh_update(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type == 0x04) return sh_pipeline(c, type, v, size, depth, out);
+    if (type != 0x03) return sh_leaf(type, out);
+    if (is_replacement(type, v, size)) return SH_NONE;
+    return sh_keyed(c, v, size, depth, elem_update_op, out);
+}
+
+static const Name STATEMENT_VERBATIM[] = {
+    NAME("$db"), NAME("sort"), NAME("collation"), NAME("hint"), NAME("upsert"), NAME("multi"), NAME("remove"),
+    NAME("new"), NAME("ordered"), NAME("to"), NAME("toCollection"), NAME("collection"), NAME("key"), NAME("out"),
+    NAME("bypassDocumentValidation"), NAME("limit"), {NULL, 0}};
+
+static int elem_statement(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
+    const uint8_t *v = e->value;
+    if (index == 0 && (key_is(e, "insert", 6) || key_is(e, "update", 6) || key_is(e, "delete", 6)))
+        return sh_verbatim(c, e->type, v, e->size, depth, out);
+    if (key_is(e, "q", 1) || key_is(e, "filter", 6)) return sh_filter(c, e->type, v, e->size, depth, out);
+    if (key_is(e, "u", 1) || key_is(e, "updateMods", 10)) return sh_update(c, e->type, v, e->size, depth, out);
+    if (in_list(e, STATEMENT_VERBATIM)) return sh_verbatim(c, e->type, v, e->size, depth, out);
+    return sh_data(c, e->type, v, e->size, depth, out);
+}
+
+/* One update, delete or bulkWrite op (sh_update leaves a replacement to Python). */
+static int sh_statement(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type != 0x03) return sh_data(c, type, v, size, depth, out);
+    return sh_keyed(c, v, size, depth, elem_statement, out);
+}
+
+/* -- the command -- */
+
+/* skeleton.DROPPED; skeleton.VERBATIM_KEYS is STATEMENT_VERBATIM without "limit". */
+static const Name DROPPED_KEYS[] = {
+    NAME("lsid"), NAME("txnNumber"), NAME("autocommit"), NAME("startTransaction"), NAME("$clusterTime"),
+    NAME("signature"), NAME("$readPreference"), NAME("readConcern"), NAME("writeConcern"), NAME("maxTimeMS"),
+    NAME("apiVersion"), NAME("apiStrict"), NAME("apiDeprecationErrors"), NAME("batchSize"), NAME("$audit"),
+    NAME("$client"), {NULL, 0}};
+static int is_verbatim_top(const Elem *e) { return in_list(e, STATEMENT_VERBATIM) && !key_is(e, "limit", 5); }
 
 static int contains(const uint8_t *s, Py_ssize_t n, const uint8_t *token, Py_ssize_t t) {
     if (t == 0) return 1;
@@ -1894,7 +2023,23 @@ static int top_order(const void *a, const void *b) {
     return d ? d : (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
-/* One top-level field's hash (SH_NONE: Python; "skip": left out of the skeleton). */
+/* A top-level field or a kind-1 section (a list of documents) by its name: skeleton._Builder.top_field. */
+static int sh_top_value(ShapeCtx *c, const Elem *e, uint64_t *out) {
+    uint8_t t = e->type;
+    const uint8_t *v = e->value;
+    if (is_verbatim_top(e)) return sh_verbatim(c, t, v, e->size, 1, out);
+    if (key_is(e, "filter", 6) || key_is(e, "query", 5)) return sh_filter(c, t, v, e->size, 1, out);
+    if (key_is(e, "update", 6)) return sh_update(c, t, v, e->size, 1, out);
+    if (t == 0x04 && (key_is(e, "updates", 7) || key_is(e, "deletes", 7) || key_is(e, "ops", 3)))
+        return sh_array_with(c, v, e->size, 2, sh_statement, LIST_SEQ, out);
+    if (t == 0x04 && key_is(e, "documents", 9)) return sh_array_with(c, v, e->size, 2, sh_data, LIST_SEQ, out);
+    if (t == 0x04 && key_is(e, "nsInfo", 6)) return sh_array_with(c, v, e->size, 2, sh_verbatim, -1, out);
+    if (key_is(e, "pipeline", 8)) return sh_pipeline(c, t, v, e->size, 1, out);
+    if (key_is(e, "let", 3)) return sh_expr(c, t, v, e->size, 1, out);
+    return sh_data(c, t, v, e->size, 1, out);
+}
+
+/* One top-level field's hash; *skip: left out of the skeleton (SH_NONE: Python says). */
 static int sh_top_field(ShapeCtx *c, const Elem *e, uint64_t *out, int *skip) {
     *skip = 0;
     if (in_list(e, DROPPED_KEYS)) {
@@ -1903,34 +2048,71 @@ static int sh_top_field(ShapeCtx *c, const Elem *e, uint64_t *out, int *skip) {
     }
     if (key_is(e, "comment", 7)) {
         if (e->type != 0x02 || e->size < 5) return SH_NONE;
-        if (contains(e->value + 4, e->size - 5, c->marker, c->marker_len)) *out = tag_hash("marker");
+        if (contains(e->value + 4, e->size - 5, c->marker, c->marker_len)) *out = MARKER_HASH;
         else *skip = 1;
         return SH_OK;
     }
-    if (in_list(e, PYTHON_ONLY) || is_dollar_ref(e)) return SH_NONE;
-    if (in_list(e, VERBATIM_TOP)) return sh_verbatim(c, e->type, e->value, e->size, 1, out);
-    if (key_is(e, "filter", 6) || key_is(e, "query", 5)) return sh_filter(c, e->type, e->value, e->size, 1, out);
-    if (key_is(e, "documents", 9) && e->type == 0x04) {
-        const uint8_t *p, *end;
-        if (!doc_span(e->value, e->size, &p, &end)) return SH_NONE;
-        Pairs items;
-        pairs_init(&items);
-        Elem d;
-        int more, r = SH_OK;
-        uint64_t child, position = 0;
-        while ((more = next_elem(&p, end, &d)) > 0) {
-            if ((r = sh_data(c, d.type, d.value, d.size, 3, &child)) != SH_OK) break;
-            if ((r = pairs_add(&items, child, position++)) != SH_OK) break;
-        }
-        if (r == SH_OK && more < 0) r = SH_NONE;
-        if (r == SH_OK) *out = list_hash(&items, LIST_SEQ);
-        pairs_free(&items);
-        return r;
-    }
-    return sh_data(c, e->type, e->value, e->size, 1, out);
+    if (is_dollar_ref(e)) return SH_NONE;
+    return sh_top_value(c, e, out);
+}
+
+/* The command's first value: skeleton._Builder.first_value (an explain's inner command: Python). */
+static int sh_first(ShapeCtx *c, const Elem *first, uint64_t *out) {
+    uint8_t t = first->type;
+    if (key_is(first, "explain", 7) && t == 0x03 && first->size > 5) return SH_NONE;
+    if (key_is(first, "getMore", 7) || t == 0x03 || t == 0x04) return sh_data(c, t, first->value, first->size, 1, out);
+    return sh_verbatim(c, t, first->value, first->size, 1, out);
 }
 
 #define TOP_FIELDS 64
+
+/* The kind-1 sections, as the "<sequences>" document of the skeleton (sorted by name). */
+static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t len, int *any, uint64_t *out) {
+    TopField found[MAX_SEQUENCES];
+    int n = 0, r;
+    while (pos < len) {
+        if (m[pos] != 1 || n == MAX_SEQUENCES || len - pos < 6) return SH_NONE;
+        Py_ssize_t size = read_i32(m + pos + 1);
+        if (size < 5 || size > len - pos - 1) return SH_NONE;
+        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
+        const uint8_t *nul = memchr(ident, 0, (size_t)(stop - ident));
+        if (nul == NULL) return SH_NONE;
+        Elem e = {0x04, ident, nul - ident, NULL, 0};
+        ValueHash each = key_is(&e, "documents", 9) ? sh_data
+                         : (key_is(&e, "updates", 7) || key_is(&e, "deletes", 7) || key_is(&e, "ops", 3)) ? sh_statement
+                         : NULL;
+        if (each == NULL) return SH_NONE; /* nsInfo and others: Python */
+        if ((r = sh_run(c, nul + 1, stop, each, &found[n].hash)) != SH_OK) return r;
+        found[n].key = ident;
+        found[n].key_len = nul - ident;
+        n++;
+        pos = stop - m;
+    }
+    *any = n > 0;
+    if (n == 0) return SH_OK;
+    qsort(found, (size_t)n, sizeof(TopField), top_order);
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 'D');
+    for (int i = 0; i < n; i++) {
+        feed_key(&h, found[i].key, found[i].key_len);
+        fnv_u64(&h, found[i].hash);
+    }
+    fnv_byte(&h, 'E');
+    *out = fnv_finish(h);
+    return SH_OK;
+}
+
+/* A replacement in a top-level "update" (findAndModify) numbers the values it shares with
+ * "query": Python says. */
+static int top_replacement(const uint8_t *p, const uint8_t *end) {
+    Elem e;
+    int first = 1;
+    while (next_elem(&p, end, &e) > 0) {
+        if (!first && key_is(&e, "update", 6) && is_replacement(e.type, e.value, e.size)) return 1;
+        first = 0;
+    }
+    return 0;
+}
 
 static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *out) {
     if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) return SH_NONE;
@@ -1939,28 +2121,20 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     Py_ssize_t body_size = read_i32(m + BODY_AT);
     const uint8_t *p, *end;
     if (body_size > len - BODY_AT || !doc_span(m + BODY_AT, body_size, &p, &end)) return SH_NONE;
-
-    /* the kind-1 sections: one "documents" at most */
-    const uint8_t *run = NULL, *run_stop = NULL;
-    Py_ssize_t pos = BODY_AT + body_size;
-    while (pos < len) {
-        if (m[pos] != 1 || run != NULL || len - pos < 6) return SH_NONE;
-        Py_ssize_t size = read_i32(m + pos + 1);
-        if (size < 5 || size > len - pos - 1) return SH_NONE;
-        const uint8_t *ident = m + pos + 5, *stop = m + pos + 1 + size;
-        if (stop - ident < 10 || memcmp(ident, "documents", 10) != 0) return SH_NONE;
-        run = ident + 10;
-        run_stop = stop;
-        pos = stop - m;
-    }
+    if (top_replacement(p, end)) return SH_NONE;
+    int any_sections = 0, r, more, skip;
+    uint64_t sections = 0, hash;
+    if ((r = sh_sections(c, m, BODY_AT + body_size, len, &any_sections, &sections)) != SH_OK) return r;
 
     Elem first, e;
-    if (next_elem(&p, end, &first) != 1 || first.type != 0x02) return SH_NONE;
-    if (!key_is(&first, "find", 4) && !key_is(&first, "insert", 6)) return SH_NONE;
+    if (next_elem(&p, end, &first) != 1) return SH_NONE;
+    uint64_t h = FNV_OFFSET;
+    fnv_byte(&h, 'D');
+    feed_key(&h, first.key, first.key_len);
+    if ((r = sh_first(c, &first, &hash)) != SH_OK) return r;
+    fnv_u64(&h, hash);
     TopField fields[TOP_FIELDS];
     Py_ssize_t n = 0;
-    int more, r, skip;
-    uint64_t hash;
     while ((more = next_elem(&p, end, &e)) > 0) {
         if ((r = sh_top_field(c, &e, &hash, &skip)) != SH_OK) return r;
         if (skip) continue;
@@ -1972,25 +2146,13 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     }
     if (more < 0) return SH_NONE;
     qsort(fields, (size_t)n, sizeof(TopField), top_order);
-
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 'D');
-    feed_key(&h, first.key, first.key_len);
-    if ((r = sh_verbatim(c, first.type, first.value, first.size, 1, &hash)) != SH_OK) return r;
-    fnv_u64(&h, hash);
     for (Py_ssize_t i = 0; i < n; i++) {
         feed_key(&h, fields[i].key, fields[i].key_len);
         fnv_u64(&h, fields[i].hash);
     }
-    if (run != NULL) {
-        uint64_t docs, seqs = FNV_OFFSET;
-        if ((r = sh_run(c, run, run_stop, &docs)) != SH_OK) return r;
-        fnv_byte(&seqs, 'D');
-        feed_key(&seqs, (const uint8_t *)"documents", 9);
-        fnv_u64(&seqs, docs);
-        fnv_byte(&seqs, 'E');
+    if (any_sections) {
         fnv_feed(&h, "<sequences>", 12); /* the key, with its NUL */
-        fnv_u64(&h, fnv_finish(seqs));
+        fnv_u64(&h, sections);
     }
     fnv_byte(&h, 'E');
     *out = fnv_finish(h);
@@ -2052,6 +2214,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__scan(void) {
+    shape_hash_init();
     state.op_msg = PyLong_FromLong(2013);
     state.db_key = PyUnicode_InternFromString("$db");
     state.max_key = PyUnicode_InternFromString("max_message_size");

@@ -169,7 +169,7 @@ def _announce(listen: str, admin: str | None) -> None:
     print(f"scalyproxy listening on {listen}", flush=True)
     print(f"Point any driver at: mongodb://{listen}/", flush=True)
     if admin is not None:
-        print(f"Admin (metrics, health, report): http://{admin}/", flush=True)
+        print(f"Admin (metrics, health, report, profile): http://{admin}/", flush=True)
 
 
 def _refuse_start(message: str) -> int:

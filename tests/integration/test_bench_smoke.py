@@ -120,3 +120,15 @@ def test_report_has_its_tables(quick_run: tuple[subprocess.CompletedProcess[str]
                     "The peers side by side"):
         assert heading in text, heading
     assert "| full |" in text and "| relay |" in text and "| direct |" in text
+
+
+def test_the_profile_cost_benchmark_runs(tmp_path: Path) -> None:
+    """``bench.bench_profile --quick``: both proxies carried both workloads at both levels."""
+    figures = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_profile", "--quick", "--json", str(figures)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(figures.read_text())["figures"]
+    assert {(f["workload"], f["connections"]) for f in data} == {(w, c) for w in ("find", "insert") for c in (16, 64)}
+    assert all(f["off_cpu_us"] > 0 and f["on_cpu_us"] > 0 and f["ratio"] > 0 for f in data)
+    assert "worst on/off CPU per round trip" in proc.stdout

@@ -145,17 +145,57 @@ def test_every_top_level_field_agrees(key: str, value: Any) -> None:
     c_agrees(encode(body))
 
 
+UPDATE = {"q": {"a": 1, "k": {"$in": [1, 2]}}, "u": {"$set": {"b": 2}, "$rename": {"c": "d"}, "$currentDate": {"t": True}},
+          "upsert": True, "multi": False}
+PIPELINE = [
+    {"$match": {"a": {"$gt": 1}, "$expr": {"$eq": ["$a", "$$x"]}}}, {"$sort": {"a": -1}},
+    {"$lookup": {"from": "o", "localField": "a", "foreignField": "b", "as": "j", "let": {"x": "$a"},
+                 "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$b", "$$x"]}]}}}]}},
+    {"$unionWith": {"coll": "u", "pipeline": [{"$project": {"a": 1, "b": "$c", "d": {"$literal": "v"}}}]}},
+    {"$facet": {"f": [{"$set": {"z": {"$add": ["$a", 1]}}}], "g": [{"$count": "n"}]}},
+    {"$graphLookup": {"from": "g", "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "h",
+                      "restrictSearchWithMatch": {"k": 1}, "maxDepth": 2}},
+    {"$group": {"_id": "$a", "n": {"$sum": 1}}}, {"$unset": ["x", "y"]}, {"$merge": {"into": "out", "on": "_id"}},
+]
+
+
 @pytest.mark.parametrize(
     "body, sequences",
     [
-        ({"find": "c", "filter": {"$expr": {"$eq": ["$a", 1]}}, "$db": "d"}, None),
+        ({"find": "c", "filter": {"$expr": {"$eq": ["$a", 1]}}, "let": {"x": 1}, "$db": "d"}, None),
+        ({"update": "c", "updates": [UPDATE, UPDATE, {**UPDATE, "u": [{"$set": {"a": "$b"}}]}], "$db": "d"}, None),
+        ({"update": "c", "ordered": False, "$db": "d"}, {"updates": [UPDATE] * 3}),
+        ({"delete": "c", "deletes": [{"q": {"a": 1}, "limit": 1}, {"q": {}, "limit": 0}], "$db": "d"}, None),
+        ({"delete": "c", "$db": "d"}, {"deletes": [{"q": {"a": {"$exists": True}}, "limit": 1}]}),
+        ({"findAndModify": "c", "query": {"a": 1}, "update": {"$inc": {"n": 1}}, "new": True, "sort": {"a": 1},
+          "$db": "d"}, None),
+        ({"findAndModify": "c", "query": {"a": 1}, "remove": True, "$db": "d"}, None),
+        ({"aggregate": "c", "pipeline": PIPELINE, "cursor": {}, "$db": "d"}, None),
+        ({"aggregate": 1, "pipeline": [{"$currentOp": {}}], "cursor": {}, "$db": "admin"}, None),
+        ({"count": "c", "query": {"a": 1, "$or": [{"b": 1}, {"c": 2}]}, "limit": 5, "$db": "d"}, None),
+        ({"distinct": "c", "key": "a", "query": {"b": {"$in": ["x"]}}, "$db": "d"}, None),
+        ({"getMore": Int64(12345), "collection": "c", "$db": "d"}, None),
+        ({"bulkWrite": 1, "ops": [{"insert": 0, "document": {"a": 1}}, {"update": 1, "filter": {"a": 1},
+          "updateMods": {"$set": {"b": 1}}, "multi": True}], "nsInfo": [{"ns": "d.c"}, {"ns": "d.e"}], "$db": "admin"},
+         None),
+        ({"drop": "c", "$db": "d"}, None),
+        ({"ping": 1, "$db": "admin"}, None),
+    ],
+)
+def test_c_hashes_the_other_common_commands(body: dict[str, Any], sequences: dict[str, list[Any]] | None) -> None:
+    assert c_agrees(encode(body, sequences)) is not None
+
+
+@pytest.mark.parametrize(
+    "body, sequences",
+    [
         ({"find": "c", "filter": {"r": {"$ref": "x", "$id": 1}}, "$db": "d"}, None),
         ({"find": "c", "filter": {}, "comment": {"a": MARK}, "$db": "d"}, None),
-        ({"find": "c", "filter": {}, "let": {"x": 1}, "$db": "d"}, None),
-        ({"update": "c", "updates": [{"q": {}, "u": {"$set": {"a": 1}}}], "$db": "d"}, None),
-        ({"aggregate": "c", "pipeline": [], "cursor": {}, "$db": "d"}, None),
-        ({"find": 5, "filter": {}, "$db": "d"}, None),
+        ({"update": "c", "updates": [{"q": {"a": 1}, "u": {"a": 1, "b": 2}}], "$db": "d"}, None),  # a replacement
+        ({"findAndModify": "c", "query": {"a": 1}, "update": {"a": 1}, "$db": "d"}, None),
+        ({"explain": {"find": "c", "filter": {}}, "$db": "d"}, None),
         ({"insert": "c", "$db": "d"}, {"other": [{"a": 1}]}),
+        ({"bulkWrite": 1, "$db": "admin"}, {"nsInfo": [{"ns": "d.c"}], "ops": [{"insert": 0, "document": {}}]}),
     ],
 )
 def test_what_c_leaves_to_python(body: dict[str, Any], sequences: dict[str, list[Any]] | None) -> None:

@@ -139,3 +139,10 @@ def test_a_full_table_counts_the_rest_in_the_overflow_row() -> None:
 def test_what_is_not_a_profile_is_a_value_error(doc: Any) -> None:
     with pytest.raises(ValueError):
         ProfileTable.from_json(doc)
+
+
+@given(st.floats(min_value=-1.0, max_value=1e7, allow_nan=False))
+def test_observe_files_a_latency_where_bucket_of_does(seconds: float) -> None:
+    row = Row(1, None, None, None, None, 0.0)
+    row.observe(seconds)
+    assert row.latency == {bucket_of(seconds): 1}
