@@ -162,7 +162,7 @@ class Recorder:
 
     def snapshot(self) -> ProfileTable:
         """Everything recorded since start: the tables taken plus the one being filled."""
-        out = ProfileTable(max(self.max_shapes, len(self.taken), 1), self.taken.since)
+        out = ProfileTable(len(self.taken) + len(self.table) + 1, self.taken.since)  # room for both
         out.merge(self.taken)
         out.merge(self.table)
         return out

@@ -72,3 +72,52 @@ def test_the_marker_flag_follows_the_running_marker(cfg: ProxyConfig, name: str,
     body = {name: "a", "filter": {}, "pipeline": [], "comment": f"job {marker}", "$db": "d"}
     skeleton = skeleton_of(name, body, None, MARK)
     assert ("comment" in skeleton) == (marker == MARK)
+
+
+secrets = st.text("0123456789abcdef", min_size=12, max_size=12).map(lambda s: "S" + s)
+numbers = st.integers(10**9, 2**31 - 1) | st.floats(1e12, 1e15)
+leaf = secrets | numbers
+value_trees = st.recursive(leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(
+    st.sampled_from(["a", "b", "$in", "$gt", "$eq", "x"]), c, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), value_trees, max_size=4),
+       st.lists(st.dictionaries(st.sampled_from(["a", "b"]), value_trees, max_size=3), max_size=3),
+       value_trees, st.sampled_from(["find", "update", "insert", "aggregate", "findAndModify", "delete"]))
+def test_a_skeleton_carries_no_value(filt: dict[str, Any], docs: list[dict[str, Any]], extra: Any, name: str) -> None:
+    """Random strings and numbers in every value position: none of them is in the skeleton's JSON."""
+    body: dict[str, Any] = {name: "c", "$db": "d", "comment": "S-not-a-marker"}
+    if name == "find":
+        body.update(filter=filt, projection={"a": extra})
+    elif name == "update":
+        body["updates"] = [{"q": filt, "u": {"$set": {"a": extra}}}, {"q": filt, "u": docs[0] if docs else {"a": extra}}]
+    elif name == "insert":
+        body["documents"] = [*docs, {"a": extra}]
+    elif name == "aggregate":
+        body.update(pipeline=[{"$match": filt}, {"$set": {"x": {"$literal": extra}}}, {"$limit": extra}], cursor={})
+    elif name == "findAndModify":
+        body.update(query=filt, update={"a": extra, **(docs[0] if docs else {})})
+    else:
+        body["deletes"] = [{"q": filt, "limit": 0}]
+    view = view_of(body, {})
+    assume(view is not None)
+    text = json.dumps(skeleton_of(view.name, view.body, view.sequences, MARK))
+    leaves: list[Any] = []
+    _collect(body, leaves)
+    for v in leaves:
+        if isinstance(v, str) and v.startswith("S"):
+            assert v not in text
+        elif isinstance(v, int | float) and not isinstance(v, bool) and abs(v) >= 10**9:
+            assert repr(v) not in text and str(int(v)) not in text
+
+
+def _collect(value: Any, out: list[Any]) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            _collect(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _collect(v, out)
+    else:
+        out.append(value)

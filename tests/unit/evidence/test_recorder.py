@@ -164,3 +164,18 @@ def test_with_the_profile_off_the_relay_tags_requests_by_name() -> None:
     assert client.sent_at[7][1] == "find"
     upstream.data_received(Canned().op_msg(7, Canned().cursor))
     assert hooks.metrics.round_trip_seconds.count(("find",)) == 1
+
+
+def test_a_bug_in_the_profile_costs_no_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, upstream, hooks = wired(Recorder(100, MARK))
+
+    def broken(*args: Any) -> Row:
+        raise RuntimeError("a bug")
+
+    assert hooks.recorder is not None
+    monkeypatch.setattr(hooks.recorder, "record", broken)
+    for i in range(1, 4):
+        client.data_received(m.with_request_id(m.find_by_key(i), i))
+        upstream.data_received(Canned().op_msg(i, Canned().cursor))
+    assert hooks.metrics.profile_errors.get() == 3
+    assert hooks.metrics.round_trip_seconds.count(("find",)) == 3  # forwarded and answered all the same
