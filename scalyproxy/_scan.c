@@ -1644,6 +1644,11 @@ typedef struct {
 } ShapeCtx;
 
 typedef struct {
+    const uint8_t *key;
+    Py_ssize_t len;
+} TopKey;
+
+typedef struct {
     const char *name;
     Py_ssize_t len;
 } Name;
@@ -1886,10 +1891,74 @@ static int elem_filter(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, 
     return sh_field(c, e->type, e->value, e->size, depth, out);
 }
 
-/* A query: skeleton._Builder.filter. */
+/* A query: skeleton._Builder.filter (inside a query: its $and/$or/$nor branches, $elemMatch). */
 static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
     if (type != 0x03) return sh_data(c, type, v, size, depth, out);
     return sh_keyed(c, v, size, depth, elem_filter, out);
+}
+
+/* The scalars in a value (documents and arrays opened), up to `enough`. */
+static Py_ssize_t count_leaves(uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, Py_ssize_t enough) {
+    const uint8_t *p, *end;
+    if (type != 0x03 && type != 0x04) return 1;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return enough;
+    Py_ssize_t n = 0;
+    Elem e;
+    while (n < enough && next_elem(&p, end, &e) > 0) n += count_leaves(e.type, e.value, e.size, depth + 1, enough - n);
+    return n;
+}
+
+#define QUERY_PATHS 32
+
+typedef struct {
+    TopKey paths[QUERY_PATHS];
+    Py_ssize_t counts[QUERY_PATHS];
+    int n;
+} PathCounts;
+
+/* Whether every field path of a query (its $and/$or/$nor branches included) holds at most one
+ * value: then skeleton.path_ranks ranks nothing. 0 when one holds more (Python ranks them). */
+static int single_values(PathCounts *pc, const uint8_t *v, Py_ssize_t size, int depth) {
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return 0;
+    Elem e;
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        int logical = key_is(&e, "$and", 4) || key_is(&e, "$or", 3) || key_is(&e, "$nor", 4);
+        if (logical && e.type == 0x04) {
+            const uint8_t *q, *stop;
+            if (!doc_span(e.value, e.size, &q, &stop)) return 0;
+            Elem b;
+            while (next_elem(&q, stop, &b) > 0) {
+                if (b.type == 0x03 && !single_values(pc, b.value, b.size, depth + 1)) return 0;
+            }
+            continue;
+        }
+        if (starts_with_dollar(&e)) continue;
+        int i = 0;
+        while (i < pc->n && !(pc->paths[i].len == e.key_len && memcmp(pc->paths[i].key, e.key, (size_t)e.key_len) == 0))
+            i++;
+        if (i == pc->n) {
+            if (pc->n == QUERY_PATHS) return 0;
+            pc->paths[pc->n].key = e.key;
+            pc->paths[pc->n].len = e.key_len;
+            pc->counts[pc->n++] = 0;
+        }
+        pc->counts[i] += count_leaves(e.type, e.value, e.size, depth + 1, 2);
+        if (pc->counts[i] > 1) return 0;
+    }
+    return more == 0;
+}
+
+/* A query at its root (a filter, a statement's q, a $match): its values on one path are not
+ * ranked here, so a path with two values or more is left to Python. */
+static int sh_query(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type == 0x03) {
+        PathCounts pc;
+        pc.n = 0;
+        if (!single_values(&pc, v, size, depth)) return SH_NONE;
+    }
+    return sh_filter(c, type, v, size, depth, out);
 }
 
 /* -- aggregation pipelines -- */
@@ -1916,7 +1985,7 @@ static const Name NAME_STAGES[] = {
 
 static int elem_name_spec(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
     if (key_is(e, "query", 5) || key_is(e, "restrictSearchWithMatch", 23))
-        return sh_filter(c, e->type, e->value, e->size, depth, out);
+        return sh_query(c, e->type, e->value, e->size, depth, out);
     if (key_is(e, "pipeline", 8) || (key_is(e, "whenMatched", 11) && e->type == 0x04))
         return sh_pipeline(c, e->type, e->value, e->size, depth, out);
     if (key_is(e, "let", 3) || key_is(e, "startWith", 9)) return sh_expr(c, e->type, e->value, e->size, depth, out);
@@ -1927,7 +1996,7 @@ static int elem_name_spec(ShapeCtx *c, const Elem *e, Py_ssize_t index, int dept
 /* One stage's spec: skeleton._Builder.stage_spec (e: the stage's element, its key the stage name). */
 static int elem_stage(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
     uint8_t t = e->type;
-    if (key_is(e, "$match", 6)) return sh_filter(c, t, e->value, e->size, depth, out);
+    if (key_is(e, "$match", 6)) return sh_query(c, t, e->value, e->size, depth, out);
     if (key_is(e, "$sort", 5)) return sh_verbatim(c, t, e->value, e->size, depth, out);
     if (key_is(e, "$facet", 6) && t == 0x03) return sh_keyed(c, e->value, e->size, depth, elem_pipeline, out);
     if ((key_is(e, "$set", 4) || key_is(e, "$addFields", 10)) && t == 0x03)
@@ -1980,7 +2049,7 @@ static int elem_statement(ShapeCtx *c, const Elem *e, Py_ssize_t index, int dept
     const uint8_t *v = e->value;
     if (index == 0 && (key_is(e, "insert", 6) || key_is(e, "update", 6) || key_is(e, "delete", 6)))
         return sh_verbatim(c, e->type, v, e->size, depth, out);
-    if (key_is(e, "q", 1) || key_is(e, "filter", 6)) return sh_filter(c, e->type, v, e->size, depth, out);
+    if (key_is(e, "q", 1) || key_is(e, "filter", 6)) return sh_query(c, e->type, v, e->size, depth, out);
     if (key_is(e, "u", 1) || key_is(e, "updateMods", 10)) return sh_update(c, e->type, v, e->size, depth, out);
     if (in_list(e, STATEMENT_VERBATIM)) return sh_verbatim(c, e->type, v, e->size, depth, out);
     return sh_data(c, e->type, v, e->size, depth, out);
@@ -2028,7 +2097,7 @@ static int sh_top_value(ShapeCtx *c, const Elem *e, uint64_t *out) {
     uint8_t t = e->type;
     const uint8_t *v = e->value;
     if (is_verbatim_top(e)) return sh_verbatim(c, t, v, e->size, 1, out);
-    if (key_is(e, "filter", 6) || key_is(e, "query", 5)) return sh_filter(c, t, v, e->size, 1, out);
+    if (key_is(e, "filter", 6) || key_is(e, "query", 5)) return sh_query(c, t, v, e->size, 1, out);
     if (key_is(e, "update", 6)) return sh_update(c, t, v, e->size, 1, out);
     if (t == 0x04 && (key_is(e, "updates", 7) || key_is(e, "deletes", 7) || key_is(e, "ops", 3)))
         return sh_array_with(c, v, e->size, 2, sh_statement, LIST_SEQ, out);

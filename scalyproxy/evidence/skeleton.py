@@ -21,16 +21,19 @@ small skeleton. Top-level keys come sorted after the command name (drivers do
 not agree on their order); session and transport fields (``lsid``,
 ``$clusterTime``, read and write concerns...) are left out.
 
-Values the engine compares with each other are kept as a relation, never as
-values: in a replacement update, a value that appears both in the filter and
-in the replacement document gets a number (``"<string#1>"`` on both sides),
-and booleans are numbered by value (``"<bool#1>"``, ``"<bool#2>"``), so that
-"does the replacement keep the shard key" is decided as before.
+Values the engine compares with each other are kept as relations, never as
+values: where a query puts two or more values on one field path (``$in``,
+ranges, ``$or`` branches), each gets its rank among them in BSON order
+(``"<int#1>"``, ``"<int#2>"``: equal values share a rank), so the points and
+ranges mongos would compute (:mod:`scalyproxy.policy.bounds`) come out the same;
+a replacement update ranks the values of its filter and document together, so
+"does the replacement keep the shard-key values" is decided as before. Arrays
+keep their order there.
 
 The 64-bit shape id hashes the JSON skeleton (:func:`hash_json`); the C
-extension computes the same id from a find's or an insert's bytes without
-decoding them (``_scan.shape_hash``), so the relay's fast path never builds
-a skeleton for a shape it has seen.
+extension computes the same id from a command's bytes without decoding them
+(``_scan.shape_hash``; it leaves ranked values, replacements and explain to
+Python), so the relay's fast path never builds a skeleton for a shape it has seen.
 
 Pure: no I/O.
 """
@@ -57,6 +60,7 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
+from scalyproxy.policy.bounds import canon, rank
 from scalyproxy.policy.bsontypes import INT32_MAX, INT32_MIN, type_name
 from scalyproxy.policy.decision import has_marker
 from scalyproxy.policy.model import Command
@@ -97,6 +101,7 @@ _FIRST_VALUE_IS_DATA: Final = frozenset({"getMore"})
 _OPS_KINDS: Final = ("insert", "update", "delete")  # a bulkWrite op's first key
 _LIST_OPS: Final = frozenset({"$in", "$nin", "$all"})
 _LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
+_NO_PATHS: Final[Mapping[str, Any]] = {}
 _NAME_STAGES: Final = frozenset({"$geoNear", "$lookup", "$graphLookup", "$unionWith", "$out", "$merge", "$unset"})
 
 # -- hashing -----------------------------------------------------------------------
@@ -224,29 +229,43 @@ def _verbatim_scalar(value: Any) -> Json:
     return f"<{tag_of(value)}>"
 
 
-# -- identities of a replacement update --------------------------------------------
+# -- ranks: how values compare, without the values ---------------------------------
+#
+# The engine compares some values with each other: the points and ranges a query
+# puts on one field path (``{k: {$in: [1, 1]}}`` is one point, ``{k: {$gt: 5,
+# $lt: 3}}`` is empty: scalyproxy.policy.bounds), and a replacement document's
+# shard-key values with its filter's. Where a query path holds two or more
+# values, each gets its rank among them (in BSON order, by type family: equal
+# values share a rank, numbers of any type are one family), written after the
+# type: ``"<int#2>"``. A replacement statement ranks all the values of its
+# filter and document together. A path with one value needs no rank.
 
 
-def _same_key(value: Any) -> Any:
-    """Values with equal keys are "the same" to the engine's shard-key comparison."""
-    cls = value.__class__
-    if cls is int or cls is Int64 or cls is float:
-        return ("number", value)
-    if cls is Decimal128:
-        return (cls, value.bid)
-    try:
-        hash(value)
-    except TypeError:
-        return None
-    return (cls, value)
+def _family(value: Any) -> tuple[Any, Any]:
+    """(family, order key) of a leaf, as the engine's bounds compare them (NaN apart)."""
+    kind = rank(value)
+    if kind is not None:
+        return kind, canon(value)[1]
+    key = canon(value)
+    if key[0] == "?":  # a value the engine compares by identity: ordered by what it shows
+        return ("?", tag_of(value)), repr(value)
+    return key[0], repr(key)
+
+
+def _is_nan(value: Any) -> bool:
+    if value.__class__ is float:
+        return bool(value != value)
+    return value.__class__ is Decimal128 and value.to_decimal().is_nan()
 
 
 def _leaves(value: Any, out: list[Any], depth: int = 0) -> None:
+    """The scalars of a value, but not those of ``$expr`` (an expression keeps no ranks)."""
     if depth > MAX_DEPTH:
         return
     if _is_mapping(value):
-        for item in value.values():
-            _leaves(item, out, depth + 1)
+        for key, item in value.items():
+            if key != "$expr":
+                _leaves(item, out, depth + 1)
     elif _is_array(value):
         for item in value:
             _leaves(item, out, depth + 1)
@@ -254,38 +273,52 @@ def _leaves(value: Any, out: list[Any], depth: int = 0) -> None:
         out.append(value)
 
 
-class Identities:
-    """Numbers for the values a replacement's filter and document share, and for booleans.
+class Ranks:
+    """The rank of each value of a group (a query path, a replacement statement) in its family."""
 
-    Numbers follow the replacement document (whose arrays keep their order in a
-    skeleton), so the same statement with other values numbers the same way."""
+    __slots__ = ("ranks",)
 
-    __slots__ = ("shared", "bools")
-
-    def __init__(self, query: Any, replacement: Any) -> None:
-        in_query: list[Any] = []
-        in_doc: list[Any] = []
-        _leaves(query, in_query)
-        _leaves(replacement, in_doc)
-        query_keys = {k for v in in_query if v.__class__ is not bool and (k := _same_key(v)) is not None}
-        self.shared: dict[Any, int] = {}
-        self.bools: dict[bool, int] = {}
-        for v in in_doc:
-            if v.__class__ is bool:
-                self.bools.setdefault(v, len(self.bools) + 1)
-            elif (k := _same_key(v)) in query_keys and k not in self.shared:
-                self.shared[k] = len(self.shared) + 1
-        if self.bools:  # a filter's other boolean differs from the document's: #2
-            for v in in_query:
-                if v.__class__ is bool:
-                    self.bools.setdefault(v, len(self.bools) + 1)
+    def __init__(self, values: list[Any]) -> None:
+        by_family: dict[Any, set[Any]] = {}
+        for v in values:
+            if not _is_nan(v):
+                family, key = _family(v)
+                by_family.setdefault(family, set()).add(key)
+        self.ranks: dict[tuple[Any, Any], int] = {}
+        for family, keys in by_family.items():
+            for i, key in enumerate(sorted(keys), 1):
+                self.ranks[(family, key)] = i
 
     def tag(self, value: Any) -> str:
-        if value.__class__ is bool:
-            number = self.bools.get(value)
-            return "<bool>" if number is None else f"<bool#{number}>"
-        number = self.shared.get(_same_key(value))
-        return f"<{tag_of(value)}>" if number is None else f"<{tag_of(value)}#{number}>"
+        if _is_nan(value):
+            return f"<{tag_of(value)}#nan>"
+        return f"<{tag_of(value)}#{self.ranks[_family(value)]}>"
+
+
+def path_ranks(query: Mapping[str, Any]) -> dict[str, Ranks]:
+    """The ranks of each field path of a query (``$and``/``$or``/``$nor`` branches included) that holds
+    two values or more."""
+    found: dict[str, list[Any]] = {}
+    _path_values(query, found, 0)
+    return {path: Ranks(values) for path, values in found.items() if len(values) > 1}
+
+
+def _path_values(query: Mapping[str, Any], found: dict[str, list[Any]], depth: int) -> None:
+    for key, value in query.items():
+        k = str(key)
+        if k in _LOGICAL and _is_array(value) and depth < MAX_DEPTH:
+            for branch in value:
+                if _is_mapping(branch):
+                    _path_values(branch, found, depth + 1)
+        elif not k.startswith("$"):
+            _leaves(value, found.setdefault(k, []), depth + 1)
+
+
+def statement_ranks(query: Any, replacement: Any) -> Ranks:
+    values: list[Any] = []
+    _leaves(query, values)
+    _leaves(replacement, values)
+    return Ranks(values)
 
 
 def _replacement(update: Any) -> bool:
@@ -308,12 +341,12 @@ class _Builder:
 
     # generic contexts
 
-    def leaf(self, value: Any, ids: Identities | None) -> str:
+    def leaf(self, value: Any, ids: Ranks | None) -> str:
         if ids is not None:
             return ids.tag(value)
         return f"<{tag_of(value)}>"
 
-    def data(self, value: Any, depth: int, ids: Identities | None = None) -> Json:
+    def data(self, value: Any, depth: int, ids: Ranks | None = None) -> Json:
         """Values: every leaf a placeholder; arrays as their distinct element skeletons
         (in order where values are numbered: a replacement update)."""
         if depth > MAX_DEPTH:
@@ -380,25 +413,29 @@ class _Builder:
 
     # queries
 
-    def filter(self, value: Any, depth: int, ids: Identities | None = None) -> Json:
+    def filter(self, value: Any, depth: int, ids: Ranks | None = None,
+               paths: Mapping[str, Ranks] | None = None) -> Json:
+        """A query; at its root (no ``ids``, no ``paths``) the paths with several values are ranked."""
         if depth > MAX_DEPTH:
             return DEEP
         if not _is_mapping(value):
             return self.data(value, depth, ids)
+        if ids is None and paths is None:
+            paths = path_ranks(value)
         out: dict[str, Json] = {}
         for key, item in value.items():
             k = str(key)
             if k in _LOGICAL and _is_array(item):
-                out[escape(k)] = [self.filter(v, depth + 2, ids) for v in item]
+                out[escape(k)] = [self.filter(v, depth + 2, ids, paths) for v in item]
             elif k == "$expr":
                 out[k] = self.expr(item, depth + 1)
             elif k.startswith("$"):
                 out[k] = self.data(item, depth + 1, ids)
             else:
-                out[escape(k)] = self.field(item, depth + 1, ids)
+                out[escape(k)] = self.field(item, depth + 1, ids if ids is not None else (paths or {}).get(k))
         return out
 
-    def field(self, value: Any, depth: int, ids: Identities | None) -> Json:
+    def field(self, value: Any, depth: int, ids: Ranks | None) -> Json:
         if depth > MAX_DEPTH:
             return DEEP
         if _is_mapping(value) and value:
@@ -407,7 +444,7 @@ class _Builder:
                 return self.operators(value, depth, ids)
         return self.data(value, depth, ids)
 
-    def operators(self, value: Mapping[str, Any], depth: int, ids: Identities | None) -> Json:
+    def operators(self, value: Mapping[str, Any], depth: int, ids: Ranks | None) -> Json:
         out: dict[str, Json] = {}
         for key, item in value.items():
             k = str(key)
@@ -418,14 +455,14 @@ class _Builder:
             elif k == "$not":
                 out[k] = self.field(item, depth + 1, ids)
             elif k == "$elemMatch":
-                out[k] = self.filter(item, depth + 1, ids)
+                out[k] = self.filter(item, depth + 1, ids, _NO_PATHS)  # its values belong to the outer path
             else:
                 out[escape(k)] = self.data(item, depth + 1, ids)
         return out
 
     # writes
 
-    def update(self, value: Any, depth: int, ids: Identities | None) -> Json:
+    def update(self, value: Any, depth: int, ids: Ranks | None) -> Json:
         if depth > MAX_DEPTH:
             return DEEP
         if _is_array(value):
@@ -453,7 +490,7 @@ class _Builder:
             return self.data(value, depth)
         query_key = "q" if "q" in value else "filter"
         update_key = "u" if "u" in value else "updateMods"
-        ids = Identities(value.get(query_key), value.get(update_key)) if _replacement(value.get(update_key)) else None
+        ids = statement_ranks(value.get(query_key), value.get(update_key)) if _replacement(value.get(update_key)) else None
         out: dict[str, Json] = {}
         for i, (key, item) in enumerate(value.items()):
             k = str(key)
@@ -527,7 +564,7 @@ class _Builder:
         items = iter(body.items())
         name, first = next(items, ("", None))
         out: dict[str, Json] = {escape(str(name)): self.first_value(str(name), first, depth)}
-        ids = Identities(body.get("query"), body.get("update")) if _replacement(body.get("update")) else None
+        ids = statement_ranks(body.get("query"), body.get("update")) if _replacement(body.get("update")) else None
         rest: list[tuple[str, Json]] = []
         for key, value in items:
             k = str(key)
@@ -552,7 +589,7 @@ class _Builder:
             return self.data(value, depth + 1)
         return _verbatim_scalar(value)
 
-    def top_field(self, key: str, value: Any, depth: int, ids: Identities | None) -> Json:
+    def top_field(self, key: str, value: Any, depth: int, ids: Ranks | None) -> Json:
         if key in VERBATIM_KEYS:
             return self.verbatim(value, depth)
         if key in ("filter", "query"):
@@ -582,26 +619,18 @@ def skeleton_of(name: str, body: Mapping[str, Any], sequences: Mapping[str, Any]
 # -- back to a command the engine decides ------------------------------------------
 
 
-class _Values:
-    """Fresh values for placeholders: distinct unless they share a number in one scope."""
+_RANKED: Final = 1000  # a ranked placeholder "<t#k>" becomes the value made from 1000 + k
+_FRESH: Final = 5_000_000  # the others: fresh values from here up, each distinct
 
-    __slots__ = ("next", "scopes", "marker")
+
+class _Values:
+    """Values for placeholders: from the rank (equal ranks, equal values; order kept), else fresh."""
+
+    __slots__ = ("next", "marker")
 
     def __init__(self, marker: str) -> None:
-        self.next = 2
-        self.scopes: list[dict[str, int]] = [{}]
+        self.next = _FRESH
         self.marker = marker
-
-    def number(self, ident: str | None) -> int:
-        if ident is not None:
-            scope = self.scopes[-1]
-            found = scope.get(ident)
-            if found is not None:
-                return found
-        self.next += 1
-        if ident is not None:
-            self.scopes[-1][ident] = self.next
-        return self.next
 
     def value(self, text: str) -> Any:
         inner = text[1:-1]
@@ -610,18 +639,26 @@ class _Values:
         if inner.startswith("long="):
             return Int64(int(inner[5:]))
         kind, _, ident = inner.partition("#")
-        if kind == "bool":
-            return not ident or int(ident) % 2 == 1
         if kind in _SINGLE:
             return _SINGLE[kind]
+        if ident == "nan":
+            return Decimal128("NaN") if kind == "decimal" else math.nan
+        if kind == "bool":
+            return ident == "2"  # ranked: False < True; alone: any
         maker = _MAKERS.get(kind)
-        return None if maker is None else maker(self.number(f"n{ident}" if ident else None))
+        if maker is None:
+            return None
+        if ident:
+            return maker(_RANKED + int(ident))
+        self.next += 1
+        return maker(self.next)
 
 
 _SINGLE: Final[dict[str, Any]] = {"null": None, "minKey": MinKey(), "maxKey": MaxKey(), "deep": None}
 _EPOCH: Final = datetime.datetime(2000, 1, 1)
+#: Each makes a value of its type from a number, keeping the order of the numbers.
 _MAKERS: Final[dict[str, Callable[[int], Any]]] = {
-    "string": lambda n: f"v{n}",
+    "string": lambda n: f"v{n:08d}",
     "int": lambda n: n,
     "long": Int64,
     "double": float,
@@ -630,8 +667,8 @@ _MAKERS: Final[dict[str, Callable[[int], Any]]] = {
     "date": lambda n: _EPOCH + datetime.timedelta(milliseconds=n),
     "timestamp": lambda n: Timestamp(n, 1),
     "binData": lambda n: Binary(str(n).encode(), 0),
-    "regex": lambda n: Regex(f"v{n}"),
-    "javascript": lambda n: Code(f"v{n}"),
+    "regex": lambda n: Regex(f"v{n:08d}"),
+    "javascript": lambda n: Code(f"v{n:08d}"),
     "dbref": lambda n: DBRef("v", n),
     "object": lambda n: {},
     "array": lambda n: [],
@@ -646,25 +683,12 @@ def _rebuild(node: Json, values: _Values) -> Any:
         return {unescape(k): _rebuild(v, values) for k, v in node.items()}
     if cls is list:
         head = node[0] if node else None
-        if head.__class__ is not str:
-            return [_rebuild(e, values) for e in node]
-        if head == SET:
+        if head.__class__ is str and head == SET:
             return [_rebuild(e, values) for e in node[1:]]
-        if head == COUNTED:
+        if head.__class__ is str and head in (COUNTED, SEQ):
             return [_rebuild(element, values) for count, element in node[1:] for _ in range(count)]
-        if head == SEQ:
-            return [_scoped(element, values) for count, element in node[1:] for _ in range(count)]
         return [_rebuild(e, values) for e in node]
     return node
-
-
-def _scoped(node: Json, values: _Values) -> Any:
-    """Each statement numbers its shared values from 1: a scope of its own."""
-    values.scopes.append({})
-    try:
-        return _rebuild(node, values)
-    finally:
-        values.scopes.pop()
 
 
 def command_of(skeleton: Mapping[str, Json], marker: str) -> Command:

@@ -13,7 +13,7 @@ from bson import Int64
 from hypothesis import strategies as st
 
 from scalyproxy.config import ProxyConfig, load_config_text
-from tests.unit.policy.strategies import scalar
+from tests.unit.policy.strategies import scalar as scalar_values
 
 MARK = "scaly:allow-global"
 NAMESPACES = ("d.a", "d.b", "e.c")
@@ -97,6 +97,9 @@ def configs(draw: st.DrawFn) -> ProxyConfig:
 # -- commands ----------------------------------------------------------------------------
 
 fields = st.sampled_from(FIELDS)
+#: a few values, often equal or ordered against each other (the engine's bounds compare them)
+small = st.sampled_from([1, 2, 3, 1.0, 2.5, Int64(2), Int64(3), "a", "b", "c", True, False, None, [1, 2], [2, 1], []])
+scalar = st.one_of(small, small, scalar_values)
 operator = st.one_of(
     st.builds(lambda v: {"$eq": v}, scalar),
     st.builds(lambda vs: {"$in": vs}, st.lists(scalar, max_size=3)),
@@ -107,6 +110,9 @@ operator = st.one_of(
     st.builds(lambda v: {"$not": {"$gt": v}}, scalar),
     st.builds(lambda v: {"$elemMatch": {"$gt": v}}, scalar),
     st.builds(lambda v: {"$nin": [v, v]}, scalar),
+    st.builds(lambda vs: {"$in": vs}, st.lists(small, min_size=1, max_size=4)),
+    st.builds(lambda v, w: {"$gt": v, "$lte": w}, small, small),
+    st.builds(lambda vs: {"$all": vs}, st.lists(small, min_size=1, max_size=2)),
 )
 values = st.recursive(
     scalar | operator,
@@ -123,6 +129,9 @@ def filters(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = draw(documents)
     if depth < 2 and draw(st.integers(0, 4)) == 0:
         out[draw(st.sampled_from(("$and", "$or", "$nor")))] = draw(st.lists(filters(depth + 1), max_size=3))
+    if depth < 2 and draw(st.integers(0, 4)) == 0:  # the same path in several branches
+        path = draw(fields)
+        out[draw(st.sampled_from(("$and", "$or")))] = [{path: draw(values)} for _ in range(draw(st.integers(1, 3)))]
     if draw(st.integers(0, 6)) == 0:
         a, b = draw(fields), draw(fields)
         out["$expr"] = {"$eq": [f"${a}", f"${b}" if draw(st.booleans()) else draw(scalar)]}

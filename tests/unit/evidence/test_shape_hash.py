@@ -111,10 +111,10 @@ EVERY_TYPE = {
     "body, sequences",
     [
         ({**FIND, "filter": {"author": "ann", "title": "t"}}, None),
-        ({**FIND, "filter": {"author": {"$in": ["a", "b", 3]}, "n": {"$gte": 1, "$lt": 5}}, "sort": {"n": -1}}, None),
+        ({**FIND, "filter": {"author": {"$in": ["a"]}, "n": {"$gte": 1}}, "sort": {"n": -1}}, None),
         ({**FIND, "filter": {"$or": [{"a": 1}, {"b": {"$exists": True}}], "c": {"$not": {"$gt": 2}}}}, None),
         ({**FIND, "filter": {"tags": {"$elemMatch": {"$eq": "x"}}, "sub": {"a": 1}}, "limit": 1, "singleBatch": True}, None),
-        ({**FIND, "filter": EVERY_TYPE, "projection": {"a": 1}}, None),
+        ({**FIND, "filter": {**EVERY_TYPE, "a": [1]}, "projection": {"a": 1}}, None),
         ({**FIND, "filter": {"a": 1}, "collation": {"locale": "fr", "strength": 2}, "hint": {"a": 1}}, None),
         ({**FIND, "filter": {"a": 1}, "hint": "<weird>", "comment": f"job {MARK}"}, None),
         ({**FIND, "filter": {"<a": 1, "\\b": "<x>"}, "comment": "no marker here", "sort": {"a": Int64(1)}}, None),
@@ -145,7 +145,7 @@ def test_every_top_level_field_agrees(key: str, value: Any) -> None:
     c_agrees(encode(body))
 
 
-UPDATE = {"q": {"a": 1, "k": {"$in": [1, 2]}}, "u": {"$set": {"b": 2}, "$rename": {"c": "d"}, "$currentDate": {"t": True}},
+UPDATE = {"q": {"a": 1, "k": {"$in": [1]}}, "u": {"$set": {"b": 2}, "$rename": {"c": "d"}, "$currentDate": {"t": True}},
           "upsert": True, "multi": False}
 PIPELINE = [
     {"$match": {"a": {"$gt": 1}, "$expr": {"$eq": ["$a", "$$x"]}}}, {"$sort": {"a": -1}},
@@ -190,6 +190,12 @@ def test_c_hashes_the_other_common_commands(body: dict[str, Any], sequences: dic
     "body, sequences",
     [
         ({"find": "c", "filter": {"r": {"$ref": "x", "$id": 1}}, "$db": "d"}, None),
+        ({"find": "c", "filter": {"a": {"$in": [1, 2]}}, "$db": "d"}, None),  # values ranked: Python
+        ({"find": "c", "filter": {"a": {"$gte": 1, "$lt": 5}}, "$db": "d"}, None),
+        ({"find": "c", "filter": {"$or": [{"a": 1}, {"a": 2}]}, "$db": "d"}, None),
+        ({"find": "c", "filter": {"a": [1, 2]}, "$db": "d"}, None),
+        ({"delete": "c", "deletes": [{"q": {"a": 1, "$and": [{"a": 2}]}, "limit": 0}], "$db": "d"}, None),
+        ({"aggregate": "c", "pipeline": [{"$match": {"k": {"$nin": [1, 2]}}}], "cursor": {}, "$db": "d"}, None),
         ({"find": "c", "filter": {}, "comment": {"a": MARK}, "$db": "d"}, None),
         ({"update": "c", "updates": [{"q": {"a": 1}, "u": {"a": 1, "b": 2}}], "$db": "d"}, None),  # a replacement
         ({"findAndModify": "c", "query": {"a": 1}, "update": {"a": 1}, "$db": "d"}, None),
