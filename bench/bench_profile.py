@@ -20,13 +20,13 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench import procs
-from bench.procs import Child, LoadGen
-from bench.suite import BLOG, _merge, _quantiles, _sample
+from bench.procs import Child
+from bench.suite import BLOG, Probe, _merge, measure
 
 WORKLOADS = ("find", "insert")
 LEVELS = (16, 64)
@@ -44,25 +44,9 @@ def configs(workdir: Path) -> dict[str, Path]:
 
 def window(child: Child, workload: str, connections: int, warmup: float, seconds: float,
            loadgen_procs: int) -> dict[str, Any]:
-    gen = LoadGen(child.address, workload, connections, loadgen_procs if connections >= 32 else 1)
-    try:
-        gen.ready()
-        gen.go()
-        time.sleep(warmup)
-        before = _sample(child.pid, gen)
-        gen.mark()
-        time.sleep(seconds)
-        after = _sample(child.pid, gen)
-        results = gen.stop()
-    finally:
-        gen.kill()
-    res = procs.combine(results)
-    res["quantiles"] = _quantiles(results)
-    wall = after["t"] - before["t"]
-    res["loadgen_util"] = max(b - a for a, b in zip(before["gen"], after["gen"], strict=True)) / wall
-    res["cpu_s"] = after["cpu"] - before["cpu"]
-    res["rss_kib"], res["peak_kib"] = before["rss"], after["hwm"]
-    return res
+    """One measured window on one proxy, as the suite measures it (bench.suite.measure)."""
+    s = SimpleNamespace(warmup=warmup, loadgen_procs=loadgen_procs)
+    return measure(s, workload, connections, Probe(child.address, child.pid), seconds)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
