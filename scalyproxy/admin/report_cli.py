@@ -13,19 +13,28 @@ from scalyproxy.admin.report import format_table
 TIMEOUT_S = 10.0
 
 
-def report_url(admin: str) -> str:
-    """``127.0.0.1:9216``, ``http://host:9216`` or ``http://host:9216/report`` -> the report URL."""
+def admin_url(admin: str, page: str) -> str:
+    """``127.0.0.1:9216``, ``http://host:9216`` or ``http://host:9216<page>`` -> the URL of ``page``."""
     url = admin if "://" in admin else f"http://{admin}"
     url = url.rstrip("/")
-    return url if url.endswith("/report") else url + "/report"
+    return url if url.endswith(page) else url + page
+
+
+def report_url(admin: str) -> str:
+    return admin_url(admin, "/report")
+
+
+def fetch_json(admin: str, page: str, listing: str, what: str) -> dict[str, Any]:
+    """A JSON page of the admin listener that has a ``listing`` list (ValueError or OSError when not)."""
+    with urllib.request.urlopen(admin_url(admin, page), timeout=TIMEOUT_S) as resp:
+        doc = json.loads(resp.read().decode("utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get(listing), list):
+        raise ValueError(f"the answer is not a scalyproxy {what} (no {listing!r} list)")
+    return doc
 
 
 def fetch_report(admin: str) -> dict[str, Any]:
-    with urllib.request.urlopen(report_url(admin), timeout=TIMEOUT_S) as resp:
-        doc = json.loads(resp.read().decode("utf-8"))
-    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
-        raise ValueError("the answer is not a scalyproxy report (no 'entries' list)")
-    return doc
+    return fetch_json(admin, "/report", "entries", "report")
 
 
 def main(admin: str, as_json: bool = False) -> int:

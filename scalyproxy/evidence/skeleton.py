@@ -229,6 +229,10 @@ def _verbatim_scalar(value: Any) -> Json:
     return f"<{tag_of(value)}>"
 
 
+def _name(value: Any) -> str:
+    return escape(value) if value.__class__ is str else f"<{tag_of(value)}>"
+
+
 # -- ranks: how values compare, without the values ---------------------------------
 #
 # The engine compares some values with each other: the points and ranges a query
@@ -358,25 +362,23 @@ class _Builder:
             return items if ids is not None else self.as_set(items)  # numbered: in order
         return self.leaf(value, ids)
 
-    def verbatim(self, value: Any, depth: int) -> Json:
-        """Names and specs (sort, collation, hint, flags): kept, except values of other types."""
+    def tree(self, value: Any, depth: int, leaf: Callable[[Any], Json]) -> Json:
+        """Documents and arrays as they are (keys escaped, order kept), each scalar by ``leaf``."""
         if depth > MAX_DEPTH:
             return DEEP
         if _is_mapping(value):
-            return {escape(str(k)): self.verbatim(v, depth + 1) for k, v in value.items()}
+            return {escape(str(k)): self.tree(v, depth + 1, leaf) for k, v in value.items()}
         if _is_array(value):
-            return [self.verbatim(v, depth + 1) for v in value]
-        return _verbatim_scalar(value)
+            return [self.tree(v, depth + 1, leaf) for v in value]
+        return leaf(value)
+
+    def verbatim(self, value: Any, depth: int) -> Json:
+        """Names and specs (sort, collation, hint, flags): kept, except values of other types."""
+        return self.tree(value, depth, _verbatim_scalar)
 
     def names(self, value: Any, depth: int) -> Json:
         """Stage specs made of names: strings kept, other values placeholders."""
-        if depth > MAX_DEPTH:
-            return DEEP
-        if _is_mapping(value):
-            return {escape(str(k)): self.names(v, depth + 1) for k, v in value.items()}
-        if _is_array(value):
-            return [self.names(v, depth + 1) for v in value]
-        return escape(value) if value.__class__ is str else self.leaf(value, None)
+        return self.tree(value, depth, _name)
 
     def expr(self, value: Any, depth: int) -> Json:
         """Aggregation expressions: field paths (``"$a"``) kept, literals placeholders."""

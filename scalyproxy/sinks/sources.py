@@ -11,36 +11,24 @@ from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from scalyproxy.admin.report_cli import admin_url, fetch_json
 from scalyproxy.evidence.table import ProfileTable
 from scalyproxy.sinks import SinkError
 from scalyproxy.sinks.file import read_lines
 
 UNBOUNDED = 10_000_000
-TIMEOUT_S = 10.0
 
 
-def profile_url(admin: str) -> str:
-    """``127.0.0.1:9216``, ``http://host:9216`` or ``http://host:9216/profile`` -> the profile URL."""
-    url = admin if "://" in admin else f"http://{admin}"
-    url = url.rstrip("/")
-    return url if url.endswith("/profile") else url + "/profile"
-
-
-def fetch_profile(admin: str) -> dict[str, object]:
+def fetch_profile(admin: str) -> dict[str, Any]:
     """A running proxy's ``/profile`` document (SinkError when it cannot be had)."""
-    url = profile_url(admin)
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-            doc = json.loads(resp.read().decode("utf-8"))
+        return fetch_json(admin, "/profile", "rows", "profile")
     except (OSError, ValueError, urllib.error.URLError) as exc:
-        raise SinkError(f"cannot read {url}: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise SinkError(f"{url}: the answer is not a scalyproxy profile (no 'rows' list)")
-    return doc
+        raise SinkError(f"cannot read {admin_url(admin, '/profile')}: {exc}") from None
 
 
 def read_source(source: str) -> ProfileTable:
