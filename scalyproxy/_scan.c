@@ -1679,6 +1679,11 @@ static inline int is_dollar_ref(const Elem *e) { return key_is(e, "$ref", 4); }
 
 static inline int starts_with_dollar(const Elem *e) { return e->key_len > 0 && e->key[0] == '$'; }
 
+/* "$expr", or a non-empty "let" document: skeleton._compares_across ranks the whole command (Python). */
+static inline int compares_across(const Elem *e) {
+    return key_is(e, "$expr", 5) || (key_is(e, "let", 3) && e->type == 0x03 && e->size > 5);
+}
+
 /* A document node: its keys (escaped) in order, each value hashed by `each`. */
 static int sh_keyed(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ElemHash each, uint64_t *out) {
     const uint8_t *p, *end;
@@ -1689,7 +1694,7 @@ static int sh_keyed(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, E
     int more, r;
     Py_ssize_t index = 0;
     while ((more = next_elem(&p, end, &e)) > 0) {
-        if (is_dollar_ref(&e)) return SH_NONE; /* maybe a DBRef once decoded: Python decides */
+        if (is_dollar_ref(&e) || compares_across(&e)) return SH_NONE; /* a DBRef once decoded; ranks */
         if ((r = each(c, &e, index++, depth + 1, &child)) != SH_OK) return r;
         feed_key(&h, e.key, e.key_len);
         fnv_u64(&h, child);
@@ -1886,7 +1891,6 @@ static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size
 static int elem_filter(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
     int logical = key_is(e, "$and", 4) || key_is(e, "$or", 3) || key_is(e, "$nor", 4);
     if (logical && e->type == 0x04) return sh_array_with(c, e->value, e->size, depth, sh_filter, -1, out);
-    if (key_is(e, "$expr", 5)) return sh_expr(c, e->type, e->value, e->size, depth, out);
     if (starts_with_dollar(e)) return sh_data(c, e->type, e->value, e->size, depth, out);
     return sh_field(c, e->type, e->value, e->size, depth, out);
 }
@@ -2104,7 +2108,7 @@ static int sh_top_value(ShapeCtx *c, const Elem *e, uint64_t *out) {
     if (t == 0x04 && key_is(e, "documents", 9)) return sh_array_with(c, v, e->size, 2, sh_data, LIST_SEQ, out);
     if (t == 0x04 && key_is(e, "nsInfo", 6)) return sh_array_with(c, v, e->size, 2, sh_verbatim, -1, out);
     if (key_is(e, "pipeline", 8)) return sh_pipeline(c, t, v, e->size, 1, out);
-    if (key_is(e, "let", 3)) return sh_expr(c, t, v, e->size, 1, out);
+    if (key_is(e, "let", 3)) return sh_expr(c, t, v, e->size, 1, out); /* an empty or odd let */
     return sh_data(c, t, v, e->size, 1, out);
 }
 
@@ -2121,7 +2125,7 @@ static int sh_top_field(ShapeCtx *c, const Elem *e, uint64_t *out, int *skip) {
         else *skip = 1;
         return SH_OK;
     }
-    if (is_dollar_ref(e)) return SH_NONE;
+    if (is_dollar_ref(e) || compares_across(e)) return SH_NONE;
     return sh_top_value(c, e, out);
 }
 
@@ -2196,7 +2200,7 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     if ((r = sh_sections(c, m, BODY_AT + body_size, len, &any_sections, &sections)) != SH_OK) return r;
 
     Elem first, e;
-    if (next_elem(&p, end, &first) != 1) return SH_NONE;
+    if (next_elem(&p, end, &first) != 1 || compares_across(&first)) return SH_NONE;
     uint64_t h = FNV_OFFSET;
     fnv_byte(&h, 'D');
     feed_key(&h, first.key, first.key_len);

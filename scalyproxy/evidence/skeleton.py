@@ -27,8 +27,9 @@ ranges, ``$or`` branches), each gets its rank among them in BSON order
 (``"<int#1>"``, ``"<int#2>"``: equal values share a rank), so the points and
 ranges mongos would compute (:mod:`scalyproxy.policy.bounds`) come out the same;
 a replacement update ranks the values of its filter and document together, so
-"does the replacement keep the shard-key values" is decided as before. Arrays
-keep their order there.
+"does the replacement keep the shard-key values" is decided as before; a
+command with ``$expr`` or ``let`` ranks all its values together (an expression's
+constants meet the query's values on any path). Arrays keep their order there.
 
 The 64-bit shape id hashes the JSON skeleton (:func:`hash_json`); the C
 extension computes the same id from a command's bytes without decoding them
@@ -296,7 +297,8 @@ class Ranks:
     def tag(self, value: Any) -> str:
         if _is_nan(value):
             return f"<{tag_of(value)}#nan>"
-        return f"<{tag_of(value)}#{self.ranks[_family(value)]}>"
+        number = self.ranks.get(_family(value))
+        return f"<{tag_of(value)}>" if number is None else f"<{tag_of(value)}#{number}>"
 
 
 def path_ranks(query: Mapping[str, Any]) -> dict[str, Ranks]:
@@ -316,6 +318,27 @@ def _path_values(query: Mapping[str, Any], found: dict[str, list[Any]], depth: i
                     _path_values(branch, found, depth + 1)
         elif not k.startswith("$"):
             _leaves(value, found.setdefault(k, []), depth + 1)
+
+
+def _compares_across(body: Mapping[str, Any], sequences: Mapping[str, Any] | None) -> bool:
+    """``$expr`` or a ``let`` document anywhere: the engine may compare an expression's constant or a
+    let variable with a query's values on any path, so the whole command is ranked as one group."""
+    return _has_expr_or_let(body, 0) or any(_has_expr_or_let(list(d), 0) for d in (sequences or {}).values())
+
+
+def _has_expr_or_let(value: Any, depth: int) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if _is_mapping(value):
+        for key, item in value.items():
+            if key == "$expr" or (key == "let" and _is_mapping(item) and item):
+                return True
+            if _has_expr_or_let(item, depth + 1):
+                return True
+        return False
+    if _is_array(value):
+        return any(_has_expr_or_let(item, depth + 1) for item in value)
+    return False
 
 
 def statement_ranks(query: Any, replacement: Any) -> Ranks:
@@ -338,16 +361,21 @@ def _replacement(update: Any) -> bool:
 class _Builder:
     """Walks one command; each method is one context (what the values there mean)."""
 
-    __slots__ = ("token",)
+    __slots__ = ("token", "whole", "collect")
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.whole: Ranks | None = None  # the ranks of every value of the command (see _compares_across)
+        self.collect: list[Any] | None = None  # a first pass: the values that get a placeholder
 
     # generic contexts
 
     def leaf(self, value: Any, ids: Ranks | None) -> str:
-        if ids is not None:
-            return ids.tag(value)
+        if self.collect is not None:
+            self.collect.append(value)
+        ranks = ids if ids is not None else self.whole
+        if ranks is not None:
+            return ranks.tag(value)
         return f"<{tag_of(value)}>"
 
     def data(self, value: Any, depth: int, ids: Ranks | None = None) -> Json:
@@ -359,7 +387,8 @@ class _Builder:
             return {escape(str(k)): self.data(v, depth + 1, ids) for k, v in value.items()}
         if _is_array(value):
             items = [self.data(v, depth + 1, ids) for v in value]
-            return items if ids is not None else self.as_set(items)  # numbered: in order
+            ranked = ids is not None or self.whole is not None
+            return items if ranked else self.as_set(items)  # ranked values: in order
         return self.leaf(value, ids)
 
     def tree(self, value: Any, depth: int, leaf: Callable[[Any], Json]) -> Json:
@@ -422,7 +451,7 @@ class _Builder:
             return DEEP
         if not _is_mapping(value):
             return self.data(value, depth, ids)
-        if ids is None and paths is None:
+        if ids is None and paths is None and self.whole is None:
             paths = path_ranks(value)
         out: dict[str, Json] = {}
         for key, item in value.items():
@@ -492,7 +521,9 @@ class _Builder:
             return self.data(value, depth)
         query_key = "q" if "q" in value else "filter"
         update_key = "u" if "u" in value else "updateMods"
-        ids = statement_ranks(value.get(query_key), value.get(update_key)) if _replacement(value.get(update_key)) else None
+        ids = None
+        if self.whole is None and _replacement(value.get(update_key)):
+            ids = statement_ranks(value.get(query_key), value.get(update_key))
         out: dict[str, Json] = {}
         for i, (key, item) in enumerate(value.items()):
             k = str(key)
@@ -563,10 +594,17 @@ class _Builder:
     # the command
 
     def command(self, body: Mapping[str, Any], sequences: Mapping[str, Any] | None, depth: int) -> dict[str, Json]:
+        if depth == 0 and self.collect is None and _compares_across(body, sequences):
+            first_pass = _Builder(self.token)
+            first_pass.collect = []
+            first_pass.command(body, sequences, 0)
+            self.whole = Ranks(first_pass.collect)
         items = iter(body.items())
         name, first = next(items, ("", None))
         out: dict[str, Json] = {escape(str(name)): self.first_value(str(name), first, depth)}
-        ids = statement_ranks(body.get("query"), body.get("update")) if _replacement(body.get("update")) else None
+        ids = None
+        if self.whole is None and _replacement(body.get("update")):
+            ids = statement_ranks(body.get("query"), body.get("update"))
         rest: list[tuple[str, Json]] = []
         for key, value in items:
             k = str(key)

@@ -184,3 +184,27 @@ def test_ranked_values_keep_the_points_and_ranges_of_shard_key_fields(cfg: Proxy
     skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
     again = command_of(json.loads(json.dumps(skeleton)), MARK)
     assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keyed_configs(), key_queries(), st.lists(st.tuples(st.sampled_from(["$k", "$a"]), small), max_size=2),
+       small, st.sampled_from(["$k", "$a"]), st.sampled_from(["find", "aggregate", "update"]))
+def test_expression_constants_and_let_variables_compare_with_the_query(
+        cfg: ProxyConfig, query: dict[str, Any], lets: list[tuple[str, Any]], constant: Any, field: str,
+        name: str) -> None:
+    """``{k: 1, $expr: {$eq: ["$k", "$$x"]}}`` with ``let: {x: 1}`` is one point, with ``x: 2`` none."""
+    exprs: list[Any] = [{"$eq": [path, f"$$x{i}"]} for i, (path, _) in enumerate(lets)] + [{"$eq": [constant, field]}]
+    query = {**query, "$expr": {"$and": exprs} if len(exprs) > 1 else exprs[0]}
+    let = {f"x{i}": v for i, (_, v) in enumerate(lets)}
+    if name == "find":
+        body: dict[str, Any] = {"find": "c", "filter": query, "let": let, "$db": "d"}
+    elif name == "aggregate":
+        body = {"aggregate": "c", "pipeline": [{"$match": query}], "cursor": {}, "let": let, "$db": "d"}
+    else:
+        body = {"update": "c", "updates": [{"q": query, "u": {"$set": {"z": 1}}}], "let": let, "$db": "d"}
+    view = view_of(body, {})
+    assume(view is not None)
+    engine = Engine(cfg)
+    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
+    again = command_of(json.loads(json.dumps(skeleton)), MARK)
+    assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
