@@ -2233,20 +2233,29 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
 }
 
 PyDoc_STRVAR(shape_hash_doc,
-             "shape_hash(data, marker) -> int | None\n\n"
-             "The shape id (scalyproxy.evidence.skeleton) of an OP_MSG find or insert, from its\n"
-             "bytes; marker: the allow marker, UTF-8. None when the Python skeleton must say.");
+             "shape_hash(data, marker, scanned=False) -> int | None\n\n"
+             "The shape id (scalyproxy.evidence.skeleton) of an OP_MSG command, from its bytes;\n"
+             "marker: the allow marker, UTF-8; scanned: the message is known to be strictly valid\n"
+             "(fast_decide allowed it), else it is scanned first: a repeated key or a string that\n"
+             "is not UTF-8 is the Python skeleton's. None when the Python skeleton must say.");
 
 static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "shape_hash(data, marker: bytes)");
+    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "shape_hash(data, marker: bytes, scanned: bool = False)");
         return NULL;
     }
+    int scanned = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (scanned < 0) return NULL;
     ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1])};
     Py_buffer buffer;
     if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
     uint64_t hash = 0;
-    int r = sh_message(&c, buffer.buf, buffer.len, &hash);
+    int r = SH_NONE;
+    Span spans[MAX_SEQUENCES];
+    int32_t body_size;
+    int nseq;
+    if (scanned || parse_message(buffer.buf, buffer.len, &body_size, spans, &nseq))
+        r = sh_message(&c, buffer.buf, buffer.len, &hash);
     PyBuffer_Release(&buffer);
     if (r == SH_ERROR) return NULL;
     if (r == SH_NONE) Py_RETURN_NONE;

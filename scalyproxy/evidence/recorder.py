@@ -31,6 +31,7 @@ from scalyproxy.logs import log
 from scalyproxy.policy.commands import canonical, namespace_of
 from scalyproxy.policy.model import CommandLike, Verdict
 from scalyproxy.wire.command import command_view
+from scalyproxy.wire.errors import ProtocolError
 from scalyproxy.wire.framer import make_frame
 
 try:
@@ -46,7 +47,14 @@ MAX_CACHED_SHAPES: Final = 1 << 16
 
 def namespace_for(command: str, db: str, body: Mapping[str, Any]) -> str | None:
     """The namespace a row is filed under: the command's, an explain's inner command's,
-    a bulkWrite's first."""
+    a bulkWrite's first; None when it cannot be read one way (wire.ambiguous)."""
+    try:
+        return _namespace(command, db, body)
+    except ProtocolError:
+        return None
+
+
+def _namespace(command: str, db: str, body: Mapping[str, Any]) -> str | None:
     ns = namespace_of(command, db, body)
     if ns is not None:
         return ns
@@ -85,7 +93,8 @@ class Recorder:
         rows = self._apps.get(app)
         if rows is None:
             rows = self._apps[app] = {}
-        shape_id = shape_hash(data, self._token) if shape_hash is not None and data is not None else None
+        # the fast path's bytes were scanned by fast_decide; others are scanned by shape_hash
+        shape_id = shape_hash(data, self._token, view is None) if shape_hash is not None and data is not None else None
         row = rows.get(shape_id) if shape_id is not None else None
         if row is None:
             row = self._row(rows, app, shape_id, view, data)

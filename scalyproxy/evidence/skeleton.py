@@ -31,6 +31,11 @@ a replacement update ranks the values of its filter and document together, so
 command with ``$expr`` or ``let`` ranks all its values together (an expression's
 constants meet the query's values on any path). Arrays keep their order there.
 
+A key repeated in its document or a string that is not UTF-8 (a
+:class:`~scalyproxy.wire.ambiguous.LenientDocument`'s doubt) is kept where it
+stands as ``"<ambiguous#R:type>"`` and rebuilt as the codec decodes it, so a rule
+that reads it refuses as before.
+
 The 64-bit shape id hashes the JSON skeleton (:func:`hash_json`); the C
 extension computes the same id from a command's bytes without decoding them
 (``_scan.shape_hash``; it leaves ranked values, replacements and explain to
@@ -65,6 +70,8 @@ from scalyproxy.policy.bounds import canon, rank
 from scalyproxy.policy.bsontypes import INT32_MAX, INT32_MIN, type_name
 from scalyproxy.policy.decision import has_marker
 from scalyproxy.policy.model import Command
+from scalyproxy.wire.ambiguous import BAD_VALUE, REPEATED, LenientDocument
+from scalyproxy.wire.errors import ProtocolError
 
 try:
     from scalyproxy import _scan
@@ -103,6 +110,7 @@ _OPS_KINDS: Final = ("insert", "update", "delete")  # a bulkWrite op's first key
 _LIST_OPS: Final = frozenset({"$in", "$nin", "$all"})
 _LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
 _NO_PATHS: Final[Mapping[str, Any]] = {}
+_MISSING: Final = object()
 _NAME_STAGES: Final = frozenset({"$geoNear", "$lookup", "$graphLookup", "$unionWith", "$out", "$merge", "$unset"})
 
 # -- hashing -----------------------------------------------------------------------
@@ -136,13 +144,13 @@ def hash_json(node: Json) -> int:
     cls = node.__class__
     if cls is str:
         if node[:1] == "<":
-            return digest(b"T" + node[1:-1].encode() + b"\x00")
-        raw = node.encode()
+            return digest(b"T" + node[1:-1].encode("utf-8", "surrogatepass") + b"\x00")
+        raw = node.encode("utf-8", "surrogatepass")
         return digest(b"s" + _u32(len(raw)) + raw)
     if cls is dict:
         parts = [b"D"]
         for key, value in node.items():
-            parts += (key.encode(), b"\x00", _u64(hash_json(value)))
+            parts += (key.encode("utf-8", "surrogatepass"), b"\x00", _u64(hash_json(value)))
         parts.append(b"E")
         return digest(b"".join(parts))
     if cls is list:
@@ -215,8 +223,44 @@ def unescape(text: str) -> str:
     return text[1:] if text[:1] == "\\" else text
 
 
+# -- parts the proxy and the server could read two ways (wire.ambiguous) ---------------
+
+
+class _Doubt:
+    """A doubtful value of a LenientDocument (a repeated key, a string that is not UTF-8): the
+    skeleton says so, ``"<ambiguous#R:type>"``, so that the engine reading it refuses as before."""
+
+    __slots__ = ("tag",)
+
+    def __init__(self, reasons: int, value: Any) -> None:
+        self.tag = f"<ambiguous#{reasons}:{tag_of(value)}>"
+
+
+def _items(doc: Mapping[str, Any]) -> Any:
+    """A document's items, a doubtful value as a _Doubt (read without the checks that raise)."""
+    if doc.__class__ is LenientDocument:
+        assert isinstance(doc, LenientDocument)
+        doubt = doc.doubt
+        if doubt:
+            return [(k, _Doubt(doubt[k], v) if k in doubt else v) for k, v in doc.unchecked().items()]
+        return doc.unchecked().items()
+    return doc.items()
+
+
+def _get(doc: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    if doc.__class__ is LenientDocument:
+        assert isinstance(doc, LenientDocument)
+        reasons = doc.doubt.get(key)
+        if reasons:
+            return _Doubt(reasons, doc.unchecked().get(key))
+        return doc.unchecked().get(key, default)
+    return doc.get(key, default)
+
+
 def _verbatim_scalar(value: Any) -> Json:
     cls = value.__class__
+    if cls is _Doubt:
+        return value.tag
     if cls is str:
         return escape(value)
     if cls is bool or value is None:
@@ -231,6 +275,8 @@ def _verbatim_scalar(value: Any) -> Json:
 
 
 def _name(value: Any) -> str:
+    if value.__class__ is _Doubt:
+        return str(value.tag)
     return escape(value) if value.__class__ is str else f"<{tag_of(value)}>"
 
 
@@ -268,7 +314,7 @@ def _leaves(value: Any, out: list[Any], depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         return
     if _is_mapping(value):
-        for key, item in value.items():
+        for key, item in _items(value):
             if key != "$expr":
                 _leaves(item, out, depth + 1)
     elif _is_array(value):
@@ -286,7 +332,7 @@ class Ranks:
     def __init__(self, values: list[Any]) -> None:
         by_family: dict[Any, set[Any]] = {}
         for v in values:
-            if not _is_nan(v):
+            if v.__class__ is not _Doubt and not _is_nan(v):
                 family, key = _family(v)
                 by_family.setdefault(family, set()).add(key)
         self.ranks: dict[tuple[Any, Any], int] = {}
@@ -310,7 +356,7 @@ def path_ranks(query: Mapping[str, Any]) -> dict[str, Ranks]:
 
 
 def _path_values(query: Mapping[str, Any], found: dict[str, list[Any]], depth: int) -> None:
-    for key, value in query.items():
+    for key, value in _items(query):
         k = str(key)
         if k in _LOGICAL and _is_array(value) and depth < MAX_DEPTH:
             for branch in value:
@@ -330,8 +376,8 @@ def _has_expr_or_let(value: Any, depth: int) -> bool:
     if depth > MAX_DEPTH:
         return False
     if _is_mapping(value):
-        for key, item in value.items():
-            if key == "$expr" or (key == "let" and _is_mapping(item) and item):
+        for key, item in _items(value):
+            if key == "$expr" or (key == "let" and _is_mapping(item) and _items(item)):
                 return True
             if _has_expr_or_let(item, depth + 1):
                 return True
@@ -349,10 +395,10 @@ def statement_ranks(query: Any, replacement: Any) -> Ranks:
 
 
 def _replacement(update: Any) -> bool:
-    if not _is_mapping(update) or not update:
+    if not _is_mapping(update):
         return False
-    first = next(iter(update))
-    return not (isinstance(first, str) and first.startswith("$"))
+    first = next(iter(_items(update)), None)
+    return first is not None and not (isinstance(first[0], str) and first[0].startswith("$"))
 
 
 # -- the skeleton of a command -----------------------------------------------------
@@ -371,6 +417,8 @@ class _Builder:
     # generic contexts
 
     def leaf(self, value: Any, ids: Ranks | None) -> str:
+        if value.__class__ is _Doubt:
+            return str(value.tag)
         if self.collect is not None:
             self.collect.append(value)
         ranks = ids if ids is not None else self.whole
@@ -384,7 +432,7 @@ class _Builder:
         if depth > MAX_DEPTH:
             return DEEP
         if _is_mapping(value):
-            return {escape(str(k)): self.data(v, depth + 1, ids) for k, v in value.items()}
+            return {escape(str(k)): self.data(v, depth + 1, ids) for k, v in _items(value)}
         if _is_array(value):
             items = [self.data(v, depth + 1, ids) for v in value]
             ranked = ids is not None or self.whole is not None
@@ -396,7 +444,7 @@ class _Builder:
         if depth > MAX_DEPTH:
             return DEEP
         if _is_mapping(value):
-            return {escape(str(k)): self.tree(v, depth + 1, leaf) for k, v in value.items()}
+            return {escape(str(k)): self.tree(v, depth + 1, leaf) for k, v in _items(value)}
         if _is_array(value):
             return [self.tree(v, depth + 1, leaf) for v in value]
         return leaf(value)
@@ -416,7 +464,7 @@ class _Builder:
         if _is_mapping(value):
             return {
                 escape(str(k)): self.data(v, depth + 1) if k == "$literal" else self.expr(v, depth + 1)
-                for k, v in value.items()
+                for k, v in _items(value)
             }
         if _is_array(value):
             return [self.expr(v, depth + 1) for v in value]
@@ -454,7 +502,7 @@ class _Builder:
         if ids is None and paths is None and self.whole is None:
             paths = path_ranks(value)
         out: dict[str, Json] = {}
-        for key, item in value.items():
+        for key, item in _items(value):
             k = str(key)
             if k in _LOGICAL and _is_array(item):
                 out[escape(k)] = [self.filter(v, depth + 2, ids, paths) for v in item]
@@ -469,15 +517,15 @@ class _Builder:
     def field(self, value: Any, depth: int, ids: Ranks | None) -> Json:
         if depth > MAX_DEPTH:
             return DEEP
-        if _is_mapping(value) and value:
-            first = next(iter(value))
+        if _is_mapping(value):
+            first = next(iter(_items(value)), ("", None))[0]
             if isinstance(first, str) and first.startswith("$"):
                 return self.operators(value, depth, ids)
         return self.data(value, depth, ids)
 
     def operators(self, value: Mapping[str, Any], depth: int, ids: Ranks | None) -> Json:
         out: dict[str, Json] = {}
-        for key, item in value.items():
+        for key, item in _items(value):
             k = str(key)
             if k in _LIST_OPS and _is_array(item):
                 out[escape(k)] = self.counted([self.data(v, depth + 2, ids) for v in item], ordered=False)
@@ -503,7 +551,7 @@ class _Builder:
         if ids is not None:  # a replacement document
             return self.data(value, depth, ids)
         out: dict[str, Json] = {}
-        for op, args in value.items():
+        for op, args in _items(value):
             k = str(op)
             if not _is_mapping(args):
                 out[escape(k)] = self.data(args, depth + 1)
@@ -519,13 +567,13 @@ class _Builder:
             return DEEP
         if not _is_mapping(value):
             return self.data(value, depth)
-        query_key = "q" if "q" in value else "filter"
-        update_key = "u" if "u" in value else "updateMods"
+        query_key = "q" if _get(value, "q", _MISSING) is not _MISSING else "filter"
+        update_key = "u" if _get(value, "u", _MISSING) is not _MISSING else "updateMods"
         ids = None
-        if self.whole is None and _replacement(value.get(update_key)):
-            ids = statement_ranks(value.get(query_key), value.get(update_key))
+        if self.whole is None and _replacement(_get(value, update_key)):
+            ids = statement_ranks(_get(value, query_key), _get(value, update_key))
         out: dict[str, Json] = {}
-        for i, (key, item) in enumerate(value.items()):
+        for i, (key, item) in enumerate(_items(value)):
             k = str(key)
             if i == 0 and k in _OPS_KINDS:
                 out[k] = self.verbatim(item, depth + 1)
@@ -551,7 +599,7 @@ class _Builder:
             return DEEP
         if not _is_mapping(value):
             return self.data(value, depth)
-        return {escape(str(k)): self.stage_spec(str(k), v, depth + 1) for k, v in value.items()}
+        return {escape(str(k)): self.stage_spec(str(k), v, depth + 1) for k, v in _items(value)}
 
     def stage_spec(self, name: str, spec: Any, depth: int) -> Json:
         if name == "$match":
@@ -559,11 +607,11 @@ class _Builder:
         if name == "$sort":
             return self.verbatim(spec, depth)
         if name == "$facet" and _is_mapping(spec):
-            return {escape(str(k)): self.pipeline(v, depth + 1) for k, v in spec.items()}
+            return {escape(str(k)): self.pipeline(v, depth + 1) for k, v in _items(spec)}
         if name in ("$set", "$addFields") and _is_mapping(spec):
-            return {escape(str(k)): self.expr(v, depth + 1) for k, v in spec.items()}
+            return {escape(str(k)): self.expr(v, depth + 1) for k, v in _items(spec)}
         if name == "$project" and _is_mapping(spec):
-            return {escape(str(k)): self.projection(v, depth + 1) for k, v in spec.items()}
+            return {escape(str(k)): self.projection(v, depth + 1) for k, v in _items(spec)}
         if name in _NAME_STAGES:
             return self.name_spec(spec, depth)
         return self.expr(spec, depth)
@@ -577,7 +625,7 @@ class _Builder:
         if not _is_mapping(spec):
             return self.names(spec, depth)
         out: dict[str, Json] = {}
-        for key, item in spec.items():
+        for key, item in _items(spec):
             k = str(key)
             if k in ("query", "restrictSearchWithMatch"):
                 out[k] = self.filter(item, depth + 1)
@@ -599,20 +647,26 @@ class _Builder:
             first_pass.collect = []
             first_pass.command(body, sequences, 0)
             self.whole = Ranks(first_pass.collect)
-        items = iter(body.items())
+        items = iter(_items(body))
         name, first = next(items, ("", None))
         out: dict[str, Json] = {escape(str(name)): self.first_value(str(name), first, depth)}
         ids = None
-        if self.whole is None and _replacement(body.get("update")):
-            ids = statement_ranks(body.get("query"), body.get("update"))
+        if self.whole is None and _replacement(_get(body, "update")):
+            ids = statement_ranks(_get(body, "query"), _get(body, "update"))
         rest: list[tuple[str, Json]] = []
         for key, value in items:
             k = str(key)
+            if value.__class__ is _Doubt:  # kept wherever it is: reading it (or len()) refuses
+                rest.append((k, value.tag))
+                continue
             if k in DROPPED:
                 continue
             if k == "comment":
-                if has_marker(value, self.token, 0):
-                    rest.append((k, MARKER))
+                try:
+                    if has_marker(value, self.token, 0):
+                        rest.append((k, MARKER))
+                except ProtocolError:  # a doubtful part in the comment: its structure, to be read again
+                    rest.append((k, self.data(value, depth + 1)))
                 continue
             rest.append((k, self.top_field(k, value, depth + 1, ids)))
         rest.sort(key=lambda kv: kv[0])
@@ -623,7 +677,7 @@ class _Builder:
         return out
 
     def first_value(self, name: str, value: Any, depth: int) -> Json:
-        if name == "explain" and _is_mapping(value) and value:
+        if name == "explain" and _is_mapping(value) and _items(value):
             return self.command(value, None, depth + 1)
         if name in _FIRST_VALUE_IS_DATA or _is_mapping(value) or _is_array(value):
             return self.data(value, depth + 1)
@@ -720,6 +774,8 @@ def _rebuild(node: Json, values: _Values) -> Any:
     if cls is str:
         return values.value(node) if node[:1] == "<" else unescape(node)
     if cls is dict:
+        if any(_doubtful(k, v) for k, v in node.items()):
+            return _lenient(node, values)
         return {unescape(k): _rebuild(v, values) for k, v in node.items()}
     if cls is list:
         head = node[0] if node else None
@@ -729,6 +785,43 @@ def _rebuild(node: Json, values: _Values) -> Any:
             return [_rebuild(element, values) for count, element in node[1:] for _ in range(count)]
         return [_rebuild(e, values) for e in node]
     return node
+
+
+def _doubtful(key: str, value: Json) -> bool:
+    return (value.__class__ is str and value.startswith("<ambiguous#")) or not key.isascii() and _surrogates(key)
+
+
+def _surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_NOT_UTF8: Final = "v\udcff"  # a string the decoder made of bytes that are not UTF-8
+
+
+def _lenient(node: Mapping[str, Json], values: _Values) -> LenientDocument:
+    """A document with its doubtful keys as the codec decodes them (repeated, or not UTF-8)."""
+    doc = LenientDocument()
+    for key, item in node.items():
+        name = unescape(key)
+        if item.__class__ is not str or not item.startswith("<ambiguous#"):
+            doc[name] = _rebuild(item, values)
+            continue
+        reasons_text, _, kind = item[len("<ambiguous#"):-1].partition(":")
+        reasons = int(reasons_text)
+        value = _BAD_VALUES.get(kind, _NOT_UTF8) if reasons & BAD_VALUE else values.value(f"<{kind}>")
+        doc[name] = value
+        if reasons & REPEATED:
+            doc[name] = value
+    return doc
+
+
+_BAD_VALUES: Final[dict[str, Any]] = {
+    "array": [_NOT_UTF8], "javascript": Code(_NOT_UTF8), "regex": Regex(_NOT_UTF8), "dbref": DBRef(_NOT_UTF8, 1),
+}
 
 
 def command_of(skeleton: Mapping[str, Json], marker: str) -> Command:
@@ -741,6 +834,6 @@ def command_of(skeleton: Mapping[str, Json], marker: str) -> Command:
     sequences: dict[str, list[Any]] = {}
     if isinstance(seq_json, dict):
         sequences = {unescape(k): _rebuild(v, values) for k, v in seq_json.items()}
-    name = next(iter(body), "")
-    db = body.get("$db")
+    name = next(iter(_items(body)), ("", None))[0]
+    db = _get(body, "$db")
     return Command(name, db if isinstance(db, str) else "", body, sequences)
