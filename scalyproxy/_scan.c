@@ -1639,22 +1639,40 @@ static uint64_t list_hash(Pairs *v, int kind) {
 }
 
 typedef struct {
-    const uint8_t *marker;
-    Py_ssize_t marker_len;
-} ShapeCtx;
-
-typedef struct {
     const uint8_t *key;
     Py_ssize_t len;
 } TopKey;
 
+/* One scalar of a query path (skeleton.path_ranks): where its value is (its identity), and its
+ * rank among the path's values in its type family (0: the path holds one value; -1: NaN). */
 typedef struct {
-    const char *name;
-    Py_ssize_t len;
-} Name;
+    const uint8_t *value;
+    uint8_t type;
+    uint8_t path;
+    int32_t rank;
+} Leaf;
 
-#define NAME(s) {s, sizeof(s) - 1}
+#define QUERY_PATHS 32
+#define QUERY_LEAVES 256
 
+/* The field paths of one query and their values, ranked. */
+typedef struct {
+    TopKey paths[QUERY_PATHS];
+    int counts[QUERY_PATHS];
+    int npaths;
+    Leaf leaves[QUERY_LEAVES];
+    int nleaves;
+} QueryLeaves;
+
+typedef struct {
+    const uint8_t *marker;
+    Py_ssize_t marker_len;
+    const QueryLeaves *query; /* the query being hashed (its leaves sorted by value), or NULL */
+    int path_level;           /* the keys being read are the query's field paths */
+    int ranked;               /* hashing a value on a path whose values are ranked */
+} ShapeCtx;
+
+/* Whether a key is in a list of names ended by {NULL, 0}. */
 static int in_list(const Elem *e, const Name *names) {
     for (; names->name != NULL; names++) {
         if (names->len == e->key_len && memcmp(names->name, e->key, (size_t)e->key_len) == 0) return 1;
@@ -1767,11 +1785,14 @@ static int elem_data(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, ui
     return sh_data(c, e->type, e->value, e->size, depth, out);
 }
 
-/* Values: every leaf a placeholder, arrays as sets (skeleton._Builder.data). */
+static int sh_ranked_leaf(ShapeCtx *c, uint8_t type, const uint8_t *v, uint64_t *out);
+
+/* Values: every leaf a placeholder, arrays as sets (skeleton._Builder.data); on a ranked
+ * query path, leaves with their rank and arrays in order. */
 static int sh_data(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
     if (type == 0x03) return sh_keyed(c, v, size, depth, elem_data, out);
-    if (type == 0x04) return sh_array_with(c, v, size, depth, sh_data, LIST_SET, out);
-    return sh_leaf(type, out);
+    if (type == 0x04) return sh_array_with(c, v, size, depth, sh_data, c->ranked ? -1 : LIST_SET, out);
+    return c->ranked ? sh_ranked_leaf(c, type, v, out) : sh_leaf(type, out);
 }
 
 static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out);
@@ -1888,11 +1909,20 @@ static int sh_field(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size
     return sh_data(c, type, v, size, depth, out);
 }
 
+static int path_index(const QueryLeaves *q, const uint8_t *key, Py_ssize_t len);
+
 static int elem_filter(ShapeCtx *c, const Elem *e, Py_ssize_t index, int depth, uint64_t *out) {
     int logical = key_is(e, "$and", 4) || key_is(e, "$or", 3) || key_is(e, "$nor", 4);
     if (logical && e->type == 0x04) return sh_array_with(c, e->value, e->size, depth, sh_filter, -1, out);
     if (starts_with_dollar(e)) return sh_data(c, e->type, e->value, e->size, depth, out);
-    return sh_field(c, e->type, e->value, e->size, depth, out);
+    if (!c->path_level || c->query == NULL) return sh_field(c, e->type, e->value, e->size, depth, out);
+    int i = path_index(c->query, e->key, e->key_len); /* a field path of the query: ranked or not */
+    c->ranked = i >= 0 && c->query->counts[i] > 1;
+    c->path_level = 0;
+    int r = sh_field(c, e->type, e->value, e->size, depth, out);
+    c->ranked = 0;
+    c->path_level = 1;
+    return r;
 }
 
 /* A query: skeleton._Builder.filter (inside a query: its $and/$or/$nor branches, $elemMatch). */
@@ -1901,28 +1931,35 @@ static int sh_filter(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t siz
     return sh_keyed(c, v, size, depth, elem_filter, out);
 }
 
-/* The scalars in a value (documents and arrays opened), up to `enough`. */
-static Py_ssize_t count_leaves(uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, Py_ssize_t enough) {
-    const uint8_t *p, *end;
-    if (type != 0x03 && type != 0x04) return 1;
-    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return enough;
-    Py_ssize_t n = 0;
-    Elem e;
-    while (n < enough && next_elem(&p, end, &e) > 0) n += count_leaves(e.type, e.value, e.size, depth + 1, enough - n);
-    return n;
+/* -- the values of a query path, ranked (skeleton.path_ranks, Ranks) -- */
+
+static int path_index(const QueryLeaves *q, const uint8_t *key, Py_ssize_t len) {
+    for (int i = 0; i < q->npaths; i++) {
+        if (q->paths[i].len == len && memcmp(q->paths[i].key, key, (size_t)len) == 0) return i;
+    }
+    return -1;
 }
 
-#define QUERY_PATHS 32
+/* Every scalar of a value (documents and arrays opened) as a leaf of path `path`. */
+static int collect_leaves(QueryLeaves *q, int path, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth) {
+    if (type != 0x03 && type != 0x04) {
+        if (q->nleaves == QUERY_LEAVES) return 0;
+        q->leaves[q->nleaves++] = (Leaf){v, type, (uint8_t)path, 0};
+        q->counts[path]++;
+        return 1;
+    }
+    const uint8_t *p, *end;
+    if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return 0;
+    Elem e;
+    int more;
+    while ((more = next_elem(&p, end, &e)) > 0) {
+        if (!collect_leaves(q, path, e.type, e.value, e.size, depth + 1)) return 0;
+    }
+    return more == 0;
+}
 
-typedef struct {
-    TopKey paths[QUERY_PATHS];
-    Py_ssize_t counts[QUERY_PATHS];
-    int n;
-} PathCounts;
-
-/* Whether every field path of a query (its $and/$or/$nor branches included) holds at most one
- * value: then skeleton.path_ranks ranks nothing. 0 when one holds more (Python ranks them). */
-static int single_values(PathCounts *pc, const uint8_t *v, Py_ssize_t size, int depth) {
+/* The field paths of a query (its $and/$or/$nor branches included) and their values. */
+static int collect_paths(QueryLeaves *q, const uint8_t *v, Py_ssize_t size, int depth) {
     const uint8_t *p, *end;
     if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return 0;
     Elem e;
@@ -1930,39 +1967,176 @@ static int single_values(PathCounts *pc, const uint8_t *v, Py_ssize_t size, int 
     while ((more = next_elem(&p, end, &e)) > 0) {
         int logical = key_is(&e, "$and", 4) || key_is(&e, "$or", 3) || key_is(&e, "$nor", 4);
         if (logical && e.type == 0x04) {
-            const uint8_t *q, *stop;
-            if (!doc_span(e.value, e.size, &q, &stop)) return 0;
-            Elem b;
-            while (next_elem(&q, stop, &b) > 0) {
-                if (b.type == 0x03 && !single_values(pc, b.value, b.size, depth + 1)) return 0;
+            const uint8_t *b, *stop;
+            if (!doc_span(e.value, e.size, &b, &stop)) return 0;
+            Elem branch;
+            while (next_elem(&b, stop, &branch) > 0) {
+                if (branch.type == 0x03 && !collect_paths(q, branch.value, branch.size, depth + 1)) return 0;
             }
             continue;
         }
         if (starts_with_dollar(&e)) continue;
-        int i = 0;
-        while (i < pc->n && !(pc->paths[i].len == e.key_len && memcmp(pc->paths[i].key, e.key, (size_t)e.key_len) == 0))
-            i++;
-        if (i == pc->n) {
-            if (pc->n == QUERY_PATHS) return 0;
-            pc->paths[pc->n].key = e.key;
-            pc->paths[pc->n].len = e.key_len;
-            pc->counts[pc->n++] = 0;
+        int i = path_index(q, e.key, e.key_len);
+        if (i < 0) {
+            if (q->npaths == QUERY_PATHS) return 0;
+            i = q->npaths++;
+            q->paths[i] = (TopKey){e.key, e.key_len};
+            q->counts[i] = 0;
         }
-        pc->counts[i] += count_leaves(e.type, e.value, e.size, depth + 1, 2);
-        if (pc->counts[i] > 1) return 0;
+        if (!collect_leaves(q, i, e.type, e.value, e.size, depth + 1)) return 0;
     }
     return more == 0;
 }
 
-/* A query at its root (a filter, a statement's q, a $match): its values on one path are not
- * ranked here, so a path with two values or more is left to Python. */
-static int sh_query(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
-    if (type == 0x03) {
-        PathCounts pc;
-        pc.n = 0;
-        if (!single_values(&pc, v, size, depth)) return SH_NONE;
+enum { FAM_NONE = -1, FAM_NUMBER, FAM_STRING, FAM_OID, FAM_BOOL, FAM_DATE, FAM_TIMESTAMP, FAM_NULL, FAM_MIN, FAM_MAX };
+
+/* The family values are compared within (bounds.rank); FAM_NONE: a type ranked only in Python. */
+static int family(uint8_t type) {
+    switch (type) {
+    case 0x01: case 0x10: case 0x12: return FAM_NUMBER;
+    case 0x02: case 0x0E: return FAM_STRING;
+    case 0x07: return FAM_OID;
+    case 0x08: return FAM_BOOL;
+    case 0x09: return FAM_DATE;
+    case 0x11: return FAM_TIMESTAMP;
+    case 0x0A: case 0x06: return FAM_NULL;
+    case 0xFF: return FAM_MIN;
+    case 0x7F: return FAM_MAX;
+    default: return FAM_NONE;
     }
-    return sh_filter(c, type, v, size, depth, out);
+}
+
+static inline int64_t read_i64(const uint8_t *p) {
+    return (int64_t)((uint64_t)(uint32_t)read_i32(p) | (uint64_t)(uint32_t)read_i32(p + 4) << 32);
+}
+
+static inline double read_f64(const uint8_t *p) {
+    double d;
+    uint64_t bits = (uint64_t)read_i64(p);
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
+static inline int is_nan_leaf(const Leaf *l) { return l->type == 0x01 && read_f64(l->value) != read_f64(l->value); }
+
+/* An integer against a double, exactly (as Python compares them). */
+static int int_vs_double(int64_t i, double d) {
+    if (d >= 9223372036854775808.0) return -1;
+    if (d < -9223372036854775808.0) return 1;
+    int64_t t = (int64_t)d; /* toward zero; exact as a double */
+    if (i != t) return i < t ? -1 : 1;
+    double fraction = d - (double)t;
+    return fraction > 0 ? -1 : fraction < 0 ? 1 : 0;
+}
+
+static int number_order(const Leaf *a, const Leaf *b) {
+    int a_double = a->type == 0x01, b_double = b->type == 0x01;
+    if (a_double && b_double) {
+        double x = read_f64(a->value), y = read_f64(b->value);
+        return (x > y) - (x < y);
+    }
+    if (!a_double && !b_double) {
+        int64_t x = a->type == 0x10 ? read_i32(a->value) : read_i64(a->value);
+        int64_t y = b->type == 0x10 ? read_i32(b->value) : read_i64(b->value);
+        return (x > y) - (x < y);
+    }
+    if (a_double) return -int_vs_double(b->type == 0x10 ? read_i32(b->value) : read_i64(b->value), read_f64(a->value));
+    return int_vs_double(a->type == 0x10 ? read_i32(a->value) : read_i64(a->value), read_f64(b->value));
+}
+
+/* BSON order within a family (bounds.canon): what ranks compare. */
+static int value_order(const Leaf *a, const Leaf *b) {
+    switch (family(a->type)) {
+    case FAM_NUMBER:
+        return number_order(a, b);
+    case FAM_STRING: {
+        Py_ssize_t n = read_i32(a->value) - 1, m = read_i32(b->value) - 1, k = n < m ? n : m;
+        int d = memcmp(a->value + 4, b->value + 4, (size_t)k);
+        return d ? (d > 0) - (d < 0) : (n > m) - (n < m);
+    }
+    case FAM_OID: {
+        int d = memcmp(a->value, b->value, 12);
+        return (d > 0) - (d < 0);
+    }
+    case FAM_BOOL:
+        return (a->value[0] != 0) - (b->value[0] != 0);
+    case FAM_DATE: {
+        int64_t x = read_i64(a->value), y = read_i64(b->value);
+        return (x > y) - (x < y);
+    }
+    case FAM_TIMESTAMP: {
+        uint64_t x = (uint64_t)read_i64(a->value), y = (uint64_t)read_i64(b->value);
+        return (x > y) - (x < y);
+    }
+    default: /* null, MinKey, MaxKey: one value each */
+        return 0;
+    }
+}
+
+static int leaf_order(const void *x, const void *y) {
+    const Leaf *a = *(const Leaf *const *)x, *b = *(const Leaf *const *)y;
+    if (a->path != b->path) return (a->path > b->path) - (a->path < b->path);
+    int fa = family(a->type), fb = family(b->type);
+    if (fa != fb) return (fa > fb) - (fa < fb);
+    return value_order(a, b);
+}
+
+static int leaf_by_value(const void *x, const void *y) {
+    const Leaf *a = x, *b = y;
+    return (a->value > b->value) - (a->value < b->value);
+}
+
+/* Rank the values of each path that holds two or more (dense, per family, NaN apart);
+ * 0 when a value's type is ranked only in Python. Then sort the leaves by where they are. */
+static int rank_leaves(QueryLeaves *q) {
+    const Leaf *order[QUERY_LEAVES];
+    int n = 0;
+    for (int i = 0; i < q->nleaves; i++) {
+        Leaf *l = &q->leaves[i];
+        if (q->counts[l->path] < 2) continue;
+        if (family(l->type) == FAM_NONE) return 0;
+        if (is_nan_leaf(l)) {
+            l->rank = -1;
+            continue;
+        }
+        order[n++] = l;
+    }
+    qsort(order, (size_t)n, sizeof order[0], leaf_order);
+    int rank = 0;
+    for (int i = 0; i < n; i++) {
+        const Leaf *prev = i ? order[i - 1] : NULL;
+        if (prev == NULL || prev->path != order[i]->path || family(prev->type) != family(order[i]->type)) rank = 1;
+        else if (value_order(prev, order[i]) != 0) rank++;
+        ((Leaf *)order[i])->rank = rank;
+    }
+    qsort(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
+    return 1;
+}
+
+/* A leaf on a ranked path: "<type#rank>" (skeleton.Ranks.tag). */
+static int sh_ranked_leaf(ShapeCtx *c, uint8_t type, const uint8_t *v, uint64_t *out) {
+    if (!IS_LEAF[type] || c->query == NULL) return SH_NONE;
+    Leaf key = {v, type, 0, 0};
+    const Leaf *found = bsearch(&key, c->query->leaves, (size_t)c->query->nleaves, sizeof(Leaf), leaf_by_value);
+    if (found == NULL || found->rank == 0) return SH_NONE;
+    char text[48];
+    if (found->rank < 0) snprintf(text, sizeof text, "%s#nan", leaf_name(type));
+    else snprintf(text, sizeof text, "%s#%d", leaf_name(type), (int)found->rank);
+    *out = tag_hash(text);
+    return SH_OK;
+}
+
+/* A query at its root (a filter, a statement's q, a $match): its values on one path ranked. */
+static int sh_query(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
+    if (type != 0x03) return sh_filter(c, type, v, size, depth, out);
+    QueryLeaves q; /* about 7 KB: a query never holds another, so one at a time */
+    q.npaths = q.nleaves = 0;
+    if (!collect_paths(&q, v, size, depth) || !rank_leaves(&q)) return SH_NONE;
+    ShapeCtx inner = *c;
+    inner.query = &q;
+    inner.path_level = 1;
+    inner.ranked = 0;
+    return sh_filter(&inner, type, v, size, depth, out);
 }
 
 /* -- aggregation pipelines -- */
@@ -2246,7 +2420,7 @@ static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t 
     }
     int scanned = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
     if (scanned < 0) return NULL;
-    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1])};
+    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), NULL, 0, 0};
     Py_buffer buffer;
     if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
     uint64_t hash = 0;

@@ -38,8 +38,9 @@ that reads it refuses as before.
 
 The 64-bit shape id hashes the JSON skeleton (:func:`hash_json`); the C
 extension computes the same id from a command's bytes without decoding them
-(``_scan.shape_hash``; it leaves ranked values, replacements and explain to
-Python), so the relay's fast path never builds a skeleton for a shape it has seen.
+(``_scan.shape_hash``; it leaves replacements, explain, ``$expr``/``let`` and
+ranked values of types it does not order to Python), so the relay's fast path
+never builds a skeleton for a shape it has seen.
 
 Pure: no I/O.
 """

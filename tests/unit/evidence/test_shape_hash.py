@@ -23,7 +23,8 @@ from scalyproxy.evidence.skeleton import DROPPED, VERBATIM_KEYS, command_of, has
 from scalyproxy.wire import command_view, encode_op_msg, make_frame
 from scalyproxy.wire.documents import HAVE_SCAN
 from tests.property.commands import MARK, bodies
-from tests.unit.policy.test_fastpath import commands as fastpath_commands
+from tests.unit.policy.fastpath_cases import commands as fastpath_commands
+from tests.unit.policy.fastpath_cases import plausible
 
 pytestmark = pytest.mark.skipif(not HAVE_SCAN, reason="the C extension is not built")
 
@@ -57,8 +58,18 @@ def encode(body: dict[str, Any], sequences: dict[str, list[Any]] | None = None) 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fastpath_commands())
-def test_c_and_python_agree_on_the_fast_path_commands(message: bytes) -> None:
-    c_agrees(message)
+def test_c_and_python_agree_on_the_fast_path_commands(case: tuple[str, bytes]) -> None:
+    c_agrees(case[1])
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plausible())
+def test_c_and_python_agree_on_what_the_fast_path_takes(case: tuple[str, str, bytes]) -> None:
+    """The targeted commands fast_decide allows are hashed in C, from their scanned bytes."""
+    message = case[2]
+    got = shape_hash(message, TOKEN, True)
+    if got is not None:
+        assert got == python_hash(message)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -185,6 +196,27 @@ def test_c_hashes_the_other_common_commands(body: dict[str, Any], sequences: dic
     assert c_agrees(encode(body, sequences)) is not None
 
 
+RANKED = [
+    {"a": {"$in": [1, 2, 2.0, Int64(3)]}},
+    {"a": {"$gte": 1, "$lt": 5.5}, "b": {"$gt": "x", "$lte": "y"}},
+    {"$or": [{"a": 1}, {"a": 2}], "b": 1},
+    {"a": [1, 2], "b": {"$in": [ObjectId(b"a" * 12), ObjectId(b"b" * 12)]}},
+    {"a": 1, "$and": [{"a": 2}, {"a": {"$in": [True, False, None]}}]},
+    {"k": {"$nin": [datetime.datetime(2020, 1, 1), datetime.datetime(2021, 1, 1)]}},
+    {"t": {"$gt": Timestamp(1, 2), "$lt": Timestamp(1, 3)}, "d": {"$in": [float("nan"), 1.5, -0.0, 0]}},
+    {"a": {"$elemMatch": {"b": 1, "c": {"$in": [2, 3]}}}, "z": {"$exists": True, "$ne": None}},
+    {"a": {"$in": [MinKey(), MaxKey(), 2**40, -(2**40), 1e300, -1e300]}},
+]
+
+
+@pytest.mark.parametrize("query", RANKED)
+def test_c_ranks_the_values_of_a_query_path(query: dict[str, Any]) -> None:
+    for body in ({"find": "c", "filter": query, "$db": "d"},
+                 {"delete": "c", "deletes": [{"q": query, "limit": 1}], "$db": "d"},
+                 {"aggregate": "c", "pipeline": [{"$match": query}], "cursor": {}, "$db": "d"}):
+        assert c_agrees(encode(body)) is not None, body
+
+
 @pytest.mark.parametrize(
     "body, sequences",
     [
@@ -193,12 +225,8 @@ def test_c_hashes_the_other_common_commands(body: dict[str, Any], sequences: dic
         ({"find": "c", "filter": {"a": 1}, "let": {"x": 1}, "$db": "d"}, None),
         ({"aggregate": "c", "pipeline": [{"$lookup": {"from": "o", "let": {"x": "$a"}, "as": "j",
           "pipeline": [{"$match": {"$expr": {"$eq": ["$b", "$$x"]}}}]}}], "cursor": {}, "$db": "d"}, None),
-        ({"find": "c", "filter": {"a": {"$in": [1, 2]}}, "$db": "d"}, None),  # values ranked: Python
-        ({"find": "c", "filter": {"a": {"$gte": 1, "$lt": 5}}, "$db": "d"}, None),
-        ({"find": "c", "filter": {"$or": [{"a": 1}, {"a": 2}]}, "$db": "d"}, None),
-        ({"find": "c", "filter": {"a": [1, 2]}, "$db": "d"}, None),
-        ({"delete": "c", "deletes": [{"q": {"a": 1, "$and": [{"a": 2}]}, "limit": 0}], "$db": "d"}, None),
-        ({"aggregate": "c", "pipeline": [{"$match": {"k": {"$nin": [1, 2]}}}], "cursor": {}, "$db": "d"}, None),
+        ({"find": "c", "filter": {"a": {"$in": [Binary(b"x", 0), Binary(b"y", 0)]}}, "$db": "d"}, None),  # ranked
+        ({"find": "c", "filter": {"a": {"$gte": Decimal128("1"), "$lt": 5}}, "$db": "d"}, None),  # in Python
         ({"find": "c", "filter": {}, "comment": {"a": MARK}, "$db": "d"}, None),
         ({"update": "c", "updates": [{"q": {"a": 1}, "u": {"a": 1, "b": 2}}], "$db": "d"}, None),  # a replacement
         ({"findAndModify": "c", "query": {"a": 1}, "update": {"a": 1}, "$db": "d"}, None),
