@@ -29,6 +29,7 @@ TESTS = [
     "tests/unit/policy/test_fastpath.py",
     "tests/unit/policy/test_fastpath_commands.py",
     "tests/unit/server/test_relay_fast.py",
+    "tests/unit/evidence/test_shape_hash.py",
     "tests/property",
     "tests/fuzz/test_fuzz_targets.py",
 ]
@@ -86,6 +87,8 @@ def mutations(count: int, seed: int) -> None:
         _scan.scan_document(body)
         _scan.scan_run(body)
         _scan.fast_view(raw)
+        _scan.shape_hash(raw, b"scaly:allow-global")
+        _scan.shape_hash(raw, b"scaly:allow-global", True)  # as if scanned: bounds still hold
         for schema in schemas:
             try:
                 schema.unconfirmed(memoryview(body))
