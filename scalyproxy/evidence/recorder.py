@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from time import time as _now
 from typing import Any, Final
 
 from scalyproxy.evidence.skeleton import hash_json, skeleton_of
@@ -104,7 +105,7 @@ class Recorder:
         else:
             key = outcome_of(verdict)
             row.outcomes[key] = row.outcomes.get(key, 0) + 1
-        row.last_seen = time.time()
+        row.last_seen = _now()
         return row
 
     def _row(self, rows: dict[int, Row], app: str | None, shape_id: int | None,

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from scalyproxy.policy.model import Verdict
 
+_bisect_right = bisect_right
 VERSION: Final = 1
 MAX_APP_NAME: Final = 128  # appName is client-chosen: keys stay small
 OVERFLOW_ID: Final = "overflow"
@@ -41,22 +43,20 @@ ALLOWED: Final = "allowed"
 
 _FIRST_EXPONENT: Final = -16
 BUCKETS: Final = 100
-_frexp = math.frexp
-
-
-def bucket_of(seconds: float) -> int:
-    """The bucket of a latency (below 7.6 us: the first; above 256 s: the last)."""
-    if seconds <= 0:
-        return 0
-    mantissa, exponent = math.frexp(seconds)  # seconds = mantissa * 2**exponent, 0.5 <= mantissa < 1
-    index = (exponent - _FIRST_EXPONENT) * 4 + int((mantissa - 0.5) * 8)
-    return 0 if index < 0 else BUCKETS - 1 if index >= BUCKETS else index
 
 
 def upper_bound(index: int) -> float:
     """The end (seconds, excluded) of bucket ``index``: what percentiles report."""
     exponent, sub = divmod(index, 4)
     return math.ldexp(0.5 + (sub + 1) * 0.125, exponent + _FIRST_EXPONENT)
+
+
+_ENDS: Final = [upper_bound(i) for i in range(BUCKETS - 1)]
+
+
+def bucket_of(seconds: float) -> int:
+    """The bucket of a latency (below 7.6 us: the first; from 256 s: the last)."""
+    return bisect_right(_ENDS, seconds)
 
 
 def percentile(buckets: Mapping[int, int], q: float) -> float | None:
@@ -126,12 +126,7 @@ class Row:
 
     def observe(self, seconds: float) -> None:
         """One round trip of a forwarded command of this row (bucket_of, inlined: once per reply)."""
-        mantissa, exponent = _frexp(seconds)
-        index = (exponent - _FIRST_EXPONENT) * 4 + int((mantissa - 0.5) * 8)
-        if index < 0 or seconds <= 0.0:
-            index = 0
-        elif index >= BUCKETS:
-            index = BUCKETS - 1
+        index = _bisect_right(_ENDS, seconds)
         latency = self.latency
         latency[index] = latency.get(index, 0) + 1
         self.latency_sum += seconds
