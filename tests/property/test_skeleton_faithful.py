@@ -145,6 +145,17 @@ def _collect(value: Any, out: list[Any]) -> None:
 
 # -- the engine compares the values a query puts on a shard-key field -------------------
 
+
+def decided_alike(cfg: ProxyConfig, body: dict[str, Any]) -> None:
+    """``body`` and its skeleton (through JSON) get the same verdict under ``cfg``."""
+    view = view_of(body, {})
+    assume(view is not None)
+    engine = Engine(cfg)
+    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
+    again = command_of(json.loads(json.dumps(skeleton)), MARK)
+    assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+
+
 SMALL = [1, 2, 3, 1.0, 2.5, Int64(2), "a", "b", None, True, [1, 2], [2], []]
 small = st.sampled_from(SMALL)
 key_predicate = st.one_of(
@@ -197,12 +208,7 @@ def test_ranked_values_keep_the_points_and_ranges_of_shard_key_fields(cfg: Proxy
         body = {"update": "c", "updates": [{"q": query, "u": {"$set": {"z": 1}}, "multi": True}], "$db": "d"}
     else:
         body = {"delete": "c", "deletes": [{"q": query, "limit": 0}], "$db": "d"}
-    view = view_of(body, {})
-    assume(view is not None)
-    engine = Engine(cfg)
-    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
-    again = command_of(json.loads(json.dumps(skeleton)), MARK)
-    assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+    decided_alike(cfg, body)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -221,12 +227,7 @@ def test_expression_constants_and_let_variables_compare_with_the_query(
         body = {"aggregate": "c", "pipeline": [{"$match": query}], "cursor": {}, "let": let, "$db": "d"}
     else:
         body = {"update": "c", "updates": [{"q": query, "u": {"$set": {"z": 1}}}], "let": let, "$db": "d"}
-    view = view_of(body, {})
-    assume(view is not None)
-    engine = Engine(cfg)
-    skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
-    again = command_of(json.loads(json.dumps(skeleton)), MARK)
-    assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+    decided_alike(cfg, body)
 
 
 # -- parts the proxy and the server could read two ways (wire.ambiguous) -----------------
