@@ -70,7 +70,8 @@ POLICY_KEYS = ("allow_marker", "unknown_namespaces", "targeting", "rules", "deny
 COLLECTION_KEYS = ("model", "structure", "required", "additional_fields", "rules", "indexes", "collation")
 INDEX_KEYS = ("fields", "shard_key", "unique", "sparse", "name")
 TLS_KEYS = ("cert_file", "key_file", "ca_file")
-PROFILE_KEYS = ("enabled", "max_shapes", "sink", "flush_interval_s")
+PROFILE_KEYS = ("enabled", "max_shapes", "sink", "flush_interval_s", "salt", "sample_rate", "sketch_keys",
+                "candidates")
 _INT_LIMITS = {"max_connections": (1.0, None), "max_message_size": (1024.0, 2_147_483_647.0)}
 _FLOAT_LIMITS = {
     "idle_timeout_s": 0.001,
@@ -256,7 +257,52 @@ class _Reader:
                                                      self.issues, integer=False, minimum=0.1)
         if "sink" in entries:
             values["sink"] = self.sink(entries["sink"][1])
+        if "salt" in entries:
+            values["salt"] = self.salt(entries["salt"][1])
+        if "sample_rate" in entries:
+            values["sample_rate"] = read_number(entries["sample_rate"][1], "profile.sample_rate", self.issues,
+                                                integer=False, minimum=0.0001, maximum=1.0)
+        if "sketch_keys" in entries:
+            number = read_number(entries["sketch_keys"][1], "profile.sketch_keys", self.issues,
+                                 integer=True, minimum=1, maximum=1000)
+            values["sketch_keys"] = _int(number)
+        if "candidates" in entries:
+            values["candidates"] = self.candidates(entries["candidates"][1])
         return ProfileConfig(**{k: v for k, v in values.items() if v is not INVALID})
+
+    def salt(self, node: yaml.Node) -> str | None | Invalid:
+        if isinstance(node, yaml.ScalarNode) and scalar_value(node) is None:
+            return None
+        text = read_str(node, "profile.salt", self.issues, "a per-deployment secret, e.g. 32 random hex digits")
+        if isinstance(text, str) and len(text) < 16:
+            self.issues.add(node, "profile.salt", "too short: use at least 16 characters (e.g. `openssl rand -hex 16`)")
+            return INVALID
+        return text
+
+    def candidates(self, node: yaml.Node) -> dict[str, tuple[tuple[str, ...], ...]] | Invalid:
+        entries = mapping(node, "profile.candidates", self.issues, "a mapping of db.collection to a list of keys")
+        if entries is None:
+            return INVALID
+        out: dict[str, tuple[tuple[str, ...], ...]] = {}
+        for ns, (key_node, value_node) in entries.items():
+            path = join("profile.candidates", ns)
+            problem = namespace_problem(ns)
+            if problem:
+                self.issues.add(key_node, path, problem)
+                continue
+            items = read_sequence(value_node, path, self.issues, 'a list of keys ("field" or "a,b")')
+            keys: list[tuple[str, ...]] = []
+            for i, item in enumerate(items or []):
+                text = read_str(item, join(path, i), self.issues, '"field", "a.b" or "a,b" for a compound key')
+                if isinstance(text, Invalid):
+                    continue
+                fields = tuple(f.strip().removesuffix(":hashed") for f in text.split(","))
+                if not all(f and not f.startswith("$") for f in fields):
+                    self.issues.add(item, join(path, i), f"bad key {text!r}: field paths separated by commas")
+                    continue
+                keys.append(fields)
+            out[ns] = tuple(keys)
+        return out
 
     def sink(self, node: yaml.Node) -> str | None | Invalid:
         if isinstance(node, yaml.ScalarNode) and scalar_value(node) is None:

@@ -225,6 +225,9 @@ class CollectionConfig:
         return None
 
 
+DEFAULT_SAMPLE_RATE = 0.1  # from bench.bench_profile's sketches run: docs/advisor.md
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     """The traffic profile (``profile:``): see docs/profile.md."""
@@ -233,6 +236,12 @@ class ProfileConfig:
     max_shapes: int = 10_000  # rows (namespace, command, shape, appName); the rest go to an overflow row
     sink: str | None = None  # "file:PATH" (JSON lines) or "mongodb://HOST[:PORT]/DB.COLLECTION"
     flush_interval_s: float = 10.0
+    #: value sketches of candidate shard keys (docs/advisor.md): on when a salt is set
+    salt: str | None = None  # the per-deployment secret that keys the hash of every sketched value
+    sample_rate: float = DEFAULT_SAMPLE_RATE  # the share of inserts whose documents are sketched
+    sketch_keys: int = 16  # keys sketched per namespace at most
+    #: keys to sketch besides the declared shard key and indexes and what traffic fixes by equality
+    candidates: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,14 @@ aggregations...: the engine has decoded them already).
 ``record`` returns the row; the relay keeps it with the request and hands it to
 ``round_trip`` when the reply comes, which adds the latency to it.
 
+With ``profile.salt`` set, inserts are sampled for the value sketches of
+candidate keys (:mod:`scalyproxy.evidence.sketches`): a row of an insert holds
+its namespace's key list (:attr:`Row.sketch`), and one insert in
+``1 / profile.sample_rate`` (a counter, no random number) has its documents'
+key values hashed into the table's sketches, decoded then if the fast path
+did not. The keys are learned once per new shape: the fields its queries fix
+by equality (:mod:`scalyproxy.evidence.fields`).
+
 For a sink, :meth:`Recorder.take` swaps the table being filled for an empty one
 in O(1) and returns the old one, frozen (its rows are marked retired; a reply
 that comes later for one of them is counted in its successor); the recorder
@@ -26,7 +34,9 @@ from collections.abc import Mapping
 from time import time as _now
 from typing import Any, Final
 
+from scalyproxy.evidence.fields import keys_of
 from scalyproxy.evidence.skeleton import hash_json, skeleton_of
+from scalyproxy.evidence.sketches import KeyTracker
 from scalyproxy.evidence.table import ProfileTable, Row, app_key, outcome_of
 from scalyproxy.logs import log
 from scalyproxy.policy.commands import canonical, namespace_of
@@ -80,12 +90,31 @@ class Recorder:
         self._apps: dict[str | None, dict[int, Row]] = {}  # appName -> shape id -> row of self.table
         self._shapes: dict[int, Shape] = {}  # shape id -> skeleton (any appName)
         self.mismatches = 0  # C and Python shape ids that disagreed (a bug: logged)
+        self.tracker: KeyTracker | None = None  # None: no value sketches (no profile.salt)
+        self._every = 1  # sketch one insert in this many
+        self._tick = 0
 
     def configure(self, max_shapes: int, marker: str) -> None:
         """A reloaded config: the bound applies to new rows, the marker to new commands."""
         self.max_shapes = self.table.max_shapes = self.taken.max_shapes = max_shapes
         if marker != self.marker:
             self.marker, self._token = marker, marker.encode()
+
+    def configure_sketches(self, salt: str | None, sample_rate: float, max_keys: int,
+                           configured: Mapping[str, Any]) -> None:
+        """Value sketches on (a salt) or off; a new salt starts a new tracker (new maxima)."""
+        self._every = max(1, round(1 / sample_rate))
+        if salt is None:
+            self.tracker = None
+            return
+        tracker = self.tracker
+        if tracker is None or tracker.salt != salt.encode():
+            self.tracker = KeyTracker(salt, max_keys, configured)
+            return
+        tracker.max_keys = max_keys
+        for ns, keys in configured.items():
+            for key in keys:
+                tracker.learn(ns, key)
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -106,7 +135,25 @@ class Recorder:
             key = outcome_of(verdict)
             row.outcomes[key] = row.outcomes.get(key, 0) + 1
         row.last_seen = _now()
+        if row.sketch:  # an insert with keys to sketch
+            self._tick += 1
+            if self._tick >= self._every:
+                self._tick = 0
+                self._sketch(row, view, data)
         return row
+
+    def _sketch(self, row: Row, view: CommandLike | None, data: Data | None) -> None:
+        tracker = self.tracker
+        if tracker is None or row.namespace is None or row.sketch is None:
+            return
+        if view is None:
+            if data is None:
+                return
+            view = command_view(make_frame(bytes(data)))
+        docs = view.body.get("documents")
+        if docs is None:
+            docs = view.sequences.get("documents", ())
+        tracker.feed(self.table.sketches, row.namespace, row.sketch, docs)
 
     def _row(self, rows: dict[int, Row], app: str | None, shape_id: int | None,
              view: CommandLike | None, data: Data | None) -> Row:
@@ -125,6 +172,8 @@ class Recorder:
         row = self.table.add(Row(shape_id, app_key(app), namespace, command, skeleton, time.time()))
         if row is not self.table.overflow:
             rows[shape_id] = row
+            if command == "insert" and namespace is not None and self.tracker is not None:
+                row.sketch = self.tracker.keys_for(namespace)
         return row
 
     def _shape(self, view: CommandLike, shape_id: int | None) -> Shape:
@@ -134,6 +183,8 @@ class Recorder:
         skeleton = skeleton_of(view.name, view.body, view.sequences, self.marker)
         command = canonical(view.name)
         shape = (skeleton, namespace_for(command, view.db, view.body), command)
+        if self.tracker is not None and shape[1] is not None:
+            self._learn(shape[1], command, view)
         if shape_id is not None:
             computed = hash_json(skeleton)
             if computed != shape_id:  # the C hasher and the skeleton disagree: a bug of ours
@@ -143,6 +194,16 @@ class Recorder:
             if len(self._shapes) < MAX_CACHED_SHAPES:
                 self._shapes[shape_id] = shape
         return shape
+
+    def _learn(self, namespace: str, command: str, view: CommandLike) -> None:
+        """The keys a new shape's queries fix by equality become keys to sketch."""
+        assert self.tracker is not None
+        try:
+            keys = keys_of(command, view.body, view.sequences)
+        except ProtocolError:  # a doubtful part (wire.ambiguous): nothing learned from it
+            return
+        for key in keys:
+            self.tracker.learn(namespace, key)
 
     def successor(self, row: Row) -> Row:
         """The row of the table being filled that continues a retired one (a late reply)."""
@@ -156,6 +217,7 @@ class Recorder:
             mine = self.table.add(row.empty_copy(time.time()))
             if mine is not self.table.overflow:
                 rows[row.shape_id] = mine
+                mine.sketch = row.sketch
         return mine
 
     # -- flushing ---------------------------------------------------------------------
@@ -163,6 +225,7 @@ class Recorder:
     def take(self) -> ProfileTable:
         """The table filled since the last take (frozen from now on); an empty one goes on."""
         taken, self.table = self.table, ProfileTable(self.max_shapes)
+        self.table.sketches.salt_id = taken.sketches.salt_id
         self._apps = {}
         for row in taken.rows.values():
             row.retired = True

@@ -13,8 +13,9 @@ and :meth:`ProfileTable.from_json` lose nothing. Rows are keyed by the shape id
 At most ``max_shapes`` rows: the commands of any further shape are counted in
 one overflow row, which says how many there were but not what they were.
 
-Issue 18 adds per-namespace value sketches next to the rows (merged by the
-sketch library's union); ``from_json`` ignores parts it does not know.
+Next to the rows, the value sketches of candidate shard keys
+(:mod:`scalyproxy.evidence.sketches`), merged by the sketch library's union;
+``from_json`` ignores parts it does not know.
 
 Pure: no I/O.
 """
@@ -27,6 +28,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from scalyproxy.evidence.sketches import SketchTable
 from scalyproxy.policy.model import Verdict
 
 _bisect_right = bisect_right
@@ -101,7 +103,7 @@ class Row:
 
     __slots__ = (
         "shape_id", "app", "namespace", "command", "shape", "count", "allowed", "outcomes",
-        "latency", "latency_sum", "first_seen", "last_seen", "retired",
+        "latency", "latency_sum", "first_seen", "last_seen", "retired", "sketch",
     )  # fmt: skip
 
     def __init__(self, shape_id: int, app: str | None, namespace: str | None, command: str | None,
@@ -119,6 +121,7 @@ class Row:
         self.first_seen = now
         self.last_seen = now
         self.retired = False
+        self.sketch: list[tuple[str, ...]] | None = None  # an insert's keys to sketch (the recorder's)
 
     @property
     def key(self) -> tuple[int, str | None]:
@@ -227,6 +230,7 @@ class ProfileTable:
         self.rows: dict[tuple[int, str | None], Row] = {}
         self.overflow = Row(0, None, None, None, None, self.since)
         self.overflowed_rows = 0  # rows (not commands) that went into the overflow row on merge
+        self.sketches = SketchTable()  # value sketches of candidate keys (issue 18), merged by union
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -262,6 +266,7 @@ class ProfileTable:
             self.overflow.merge(other.overflow)
         self.overflowed_rows += dropped + other.overflowed_rows
         self.since = min(self.since, other.since)
+        self.sketches.merge(other.sketches)
         return dropped
 
     def copy(self) -> ProfileTable:
@@ -286,6 +291,7 @@ class ProfileTable:
             "overflowed_rows": self.overflowed_rows,
             "rows": [r.as_json() for r in rows],
             "overflow": overflow,
+            "sketches": self.sketches.to_json(),
         }
 
     @classmethod
@@ -302,6 +308,10 @@ class ProfileTable:
         table.merge_rows(Row.from_json(r) for r in doc["rows"])
         if isinstance(doc.get("overflow"), Mapping):
             table.overflow.merge(Row.from_json(doc["overflow"]))
+        try:
+            table.sketches = SketchTable.from_json(doc.get("sketches"))
+        except ValueError as exc:
+            raise ValueError(f"not a scalyproxy profile ({exc})") from None
         return table
 
     def merge_rows(self, rows: Iterable[Row]) -> None:

@@ -25,6 +25,7 @@ from scalyproxy.admin.reload import Reloader
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.backend import BackendError, FerretDB
 from scalyproxy.config import ConfigError, HostPort, ProxyConfig, load_config
+from scalyproxy.evidence.fields import configured_keys
 from scalyproxy.evidence.recorder import Recorder
 from scalyproxy.logs import log
 from scalyproxy.server.proxy import Proxy
@@ -78,6 +79,8 @@ class Runtime:
         self.hooks.config_loaded()
         self.report.resize(cfg.report_size)
         self.recorder.configure(cfg.profile.max_shapes, cfg.policy.allow_marker)
+        self.recorder.configure_sketches(cfg.profile.salt, cfg.profile.sample_rate, cfg.profile.sketch_keys,
+                                         configured_keys(cfg))
         self.hooks.recorder = self.recorder if cfg.profile.enabled and not self.proxy.relay_only else None
 
     def _profile_figures(self) -> None:
