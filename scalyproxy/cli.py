@@ -1,4 +1,4 @@
-"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report | init-config | profile | whatif``."""
+"""Command line: ``scalyproxy run | check | explain | export-jsonschema | report | init-config | profile | whatif | advise``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,18 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="a file written by the file sink, a saved /profile, an admin address "
                         "(http://HOST:PORT) or a mongodb://HOST/DB.COLLECTION sink; several are merged")
     whatif.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    adv = sub.add_parser(
+        "advise",
+        help="rank candidate shard keys per collection from the profiled traffic, as analyzeShardKey "
+        "reports them (exit 0 advice, 1 nothing to advise on, 2 bad input); see docs/advisor.md",
+    )
+    adv.add_argument("sources", nargs="+", metavar="SOURCE", help="as for whatif; several are merged")
+    adv.add_argument("--namespace", action="append", default=[], metavar="NS",
+                     help="only this db.collection (repeatable; default: every one with reads or writes)")
+    adv.add_argument("--candidate", action="append", default=[], metavar="NS=FIELD[:hashed][,FIELD...]",
+                     help="a candidate key besides those found (repeatable), e.g. shop.orders=customer_id,created_at")
+    adv.add_argument("--config", help="a config (YAML) whose shard keys and indexes are candidates too")
+    adv.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub.add_parser(
         "init-cluster",
         help="initiate a fresh sharded cluster and shard the declared collections (see --help)",
@@ -97,11 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scalyproxy.admin.report_cli import main as report_main
 
         return report_main(args.admin, args.json)
-    if args.command in ("profile", "whatif"):
+    if args.command in ("profile", "whatif", "advise"):
         from scalyproxy.admin import profile_cli
 
         if args.command == "profile":
             return profile_cli.profile_main(args.admin, args.json)
+        if args.command == "advise":
+            return profile_cli.advise_main(args.sources, args.namespace, args.candidate, args.config, args.json)
         return profile_cli.whatif_main(args.config, args.sources, args.json)
     from scalyproxy.policy import tools
 

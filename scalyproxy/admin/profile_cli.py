@@ -1,9 +1,10 @@
-"""``scalyproxy profile`` and ``scalyproxy whatif``: read profiles, print them or decide them again.
+"""``scalyproxy profile``, ``whatif`` and ``advise``: read profiles, print them, decide them again.
 
 ``profile --admin ADDR`` prints a running proxy's ``/profile`` (exit 0, or 1 when
 it cannot be read). ``whatif --config NEW.yaml SOURCE...`` decides every profiled
 shape under NEW.yaml (exit 0: nothing allowed or warned would be refused; 1:
-something would; 2: bad input, said on stderr).
+something would; 2: bad input, said on stderr). ``advise SOURCE...`` ranks candidate
+shard keys per namespace (exit 0: advice printed; 1: nothing to advise on; 2: bad input).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from scalyproxy.config import ConfigError, load_config
+from scalyproxy.evidence.advisor import AdviseError, advise, format_advice, parse_candidate
 from scalyproxy.evidence.text import format_profile
 from scalyproxy.evidence.whatif import format_whatif, what_if
 from scalyproxy.policy import Engine
@@ -44,3 +46,27 @@ def whatif_main(config: str, sources: Sequence[str], as_json: bool = False) -> i
     result = what_if(table, Engine.from_config(cfg))
     print(json.dumps(result.as_json(), indent=1) if as_json else format_whatif(result, config))
     return result.exit_status
+
+
+def advise_main(sources: Sequence[str], namespaces: Sequence[str] = (), candidates: Sequence[str] = (),
+                config: str | None = None, as_json: bool = False) -> int:
+    try:
+        extra = [parse_candidate(text) for text in candidates]
+    except AdviseError as exc:
+        print(f"scalyproxy advise: {exc}", file=sys.stderr)
+        return 2
+    cfg = None
+    if config is not None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as exc:
+            print(f"scalyproxy advise: {config} does not load:\n{exc}", file=sys.stderr)
+            return 2
+    try:
+        table = read_sources(sources)
+    except SinkError as exc:
+        print(f"scalyproxy advise: {exc}", file=sys.stderr)
+        return 2
+    result = advise(table, cfg, namespaces, extra)
+    print(json.dumps(result.as_json(), indent=1) if as_json else format_advice(result))
+    return 0 if any(n.assessments for n in result.namespaces) else 1

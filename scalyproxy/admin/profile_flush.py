@@ -72,7 +72,8 @@ class ProfileFlusher:
         """In the writer thread: ``delta`` is frozen, ``pending`` is this thread's."""
         self.pending.max_shapes = self.recorder.max_shapes
         dropped = self.pending.merge(delta)
-        if not len(self.pending) and not self.pending.overflow.count and not self.pending.overflow.latency:
+        pending = self.pending
+        if not len(pending) and not pending.overflow.count and not pending.overflow.latency and not pending.sketches:
             return FlushResult(True, 0, dropped, 0)
         try:
             written = self.sink.write(self.pending)

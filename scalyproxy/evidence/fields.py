@@ -62,10 +62,10 @@ def equality_paths(query: Any, depth: int = 0) -> list[str]:
 
 
 def _one_value(value: Any) -> bool:
-    if is_literal(value) and not is_mapping(value):
-        return not is_array(value)
-    if not is_mapping(value) or is_literal(value):
-        return False
+    if is_literal(value):  # a scalar or an embedded document without operators
+        return True
+    if not is_mapping(value):
+        return False  # an array: no shard key can hold it
     if "$eq" in value:
         return not is_array(value["$eq"]) and not is_mapping(value["$eq"])
     args = value.get("$in")

@@ -39,7 +39,7 @@ import datasketches as ds
 from scalyproxy.policy.bounds import NUMBER, canon, rank
 
 LG_K: Final = 12  # HLL: 4,096 buckets, about 1.6% relative standard error
-LG_MAX_ITEMS: Final = 7  # frequent items: up to 96 tracked hashes
+LG_MAX_ITEMS: Final = 9  # frequent items: up to 384 tracked hashes; error about 0.7% of the documents
 TOP_VALUES: Final = 5  # mostCommonValues reported
 NUM_STD_DEV: Final = 2  # error bounds at about 95% confidence
 MONOTONIC_RATIO: Final = 0.7  # as analyzeShardKey's recordIdCorrelationCoefficient threshold

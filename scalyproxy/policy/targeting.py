@@ -82,6 +82,7 @@ _SCALARS: Final[frozenset[type]] = frozenset(
 _RANGE_OPS: Final = frozenset({"$gt", "$gte", "$lt", "$lte"})
 _MAX_DEPTH: Final = 8
 NONE, RANGE, EQ = 0, 1, 2
+SINGLE, MULTI, SCATTER = 0, 1, 2  # ShardKey.routing: one shard, some shards, every shard
 _ABSENT: Final = object()
 _UNDEFINED: Final = object()  # the index key of an empty array
 Variables = Mapping[str, Any]
@@ -360,6 +361,30 @@ class ShardKey:
         if bounds.get(self.lead) is not None and (self.prefix_mode or self._points_only(bounds)):
             return []
         return self._unfixed(bounds, fixed)
+
+    def routing(self, filt: Any, nonsimple: bool = False, variables: Variables | None = None) -> int:
+        """Where mongos sends ``filt`` under this key (the steps of :meth:`missing`):
+        SINGLE when extraction gives the full key or the bounds are one point (or none);
+        MULTI when they are several points, or a range or points on a prefix of the key
+        (the chunks that hold it); SCATTER otherwise (also a range whose ends are not
+        known here: ``$ne``, a regex, points and ranges mixed)."""
+        if not is_mapping(filt):
+            return SCATTER
+        context = (nonsimple, variables or _NO_VARIABLES)
+        conj = _Conjunction()
+        self._scan(filt, context, conj, 0)
+        _, extracted = self._extract(conj, nonsimple)
+        if extracted:
+            return SINGLE
+        bounds = self._resolve(conj.bounds, conj.ors, context, 0)
+        lead = bounds.get(self.lead)
+        if lead is None or lead is SOME_RANGE:
+            return SCATTER
+        if self._points_only(bounds):
+            fields = [bounds.get(p) for p in self.paths]
+            if any(b == {} for b in fields) or all(isinstance(b, dict) and len(b) == 1 for b in fields):
+                return SINGLE
+        return MULTI
 
     def extracts(self, filt: Any) -> tuple[bool, dict[str, Any]]:
         """Whether extraction alone gives the full key (simple collation), and the values it takes."""

@@ -2,7 +2,8 @@
 
 Each write appends the rows of one delta, each line a row as ``/profile`` shows
 it plus ``flushed_at``; the overflow row has ``"shape_id": "overflow"``.
-Reading sums every line, so a file written by several runs (or proxies,
+Each key sketch (:mod:`scalyproxy.evidence.sketches`) of the delta is one more line,
+``{"flushed_at": ..., "sketch": {...}}``; reading unions them. Reading sums every line, so a file written by several runs (or proxies,
 each with its own file, concatenated) reads as their total.
 """
 
@@ -29,6 +30,8 @@ class FileSink:
             overflow = table.overflow.as_json()
             overflow["shape_id"] = OVERFLOW_ID
             lines.append(json.dumps({"flushed_at": stamp, **overflow}, separators=(",", ":")))
+        lines += [json.dumps({"flushed_at": stamp, "sketch": entry}, separators=(",", ":"))
+                  for entry in table.sketches.entries_json()]
         if not lines:
             return 0
         try:
@@ -54,7 +57,11 @@ def read_lines(path: Path, max_shapes: int = 10_000_000) -> ProfileTable:
                 if not line.strip():
                     continue
                 try:
-                    row = Row.from_json(json.loads(line))
+                    doc = json.loads(line)
+                    if isinstance(doc, dict) and "sketch" in doc:
+                        table.sketches.merge_entries([doc["sketch"]])
+                        continue
+                    row = Row.from_json(doc)
                 except ValueError as exc:  # json.JSONDecodeError is a ValueError
                     raise SinkError(f"{path}:{number}: not a profile row: {exc}") from None
                 table.since = min(table.since, row.first_seen)

@@ -7,13 +7,21 @@ add the delta: ``$inc`` of ``count``, ``outcomes.<outcome>``,
 ``$max`` of ``last_seen_s``; ``$setOnInsert`` of the namespace, command,
 appName and the skeleton (as JSON text: its keys may start with ``$``). Every
 proxy of a fleet adds into the same documents, so one ``find`` sees the fleet.
+
+Each key sketch (:mod:`scalyproxy.evidence.sketches`) is one document too,
+``_id`` ``"sketch:<namespace>:<key>"``, ``kind: "sketch"``: a sketch union is not
+an update operator, so each is merged in the writer (read, union, replace if its
+``rev`` is still the one read, else read again), which keeps the fleet's writes
+from losing one another.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Any
+from typing import Any, Final
 
+from scalyproxy.evidence.sketches import KeySketch, SketchTable
 from scalyproxy.evidence.table import OVERFLOW_ID, VERSION, ProfileTable, Row, shape_hex
 from scalyproxy.sinks import SinkError
 
@@ -53,6 +61,23 @@ def row_of(doc: dict[str, Any]) -> Row:
         raise ValueError(f"document {doc.get('_id')!r}: {exc}") from None
 
 
+SKETCH: Final = "sketch"
+MAX_ATTEMPTS: Final = 20  # compare-and-swap rounds per sketch and write
+
+
+def _sketch_id(namespace: str, key: str) -> str:
+    return f"{SKETCH}:{namespace}:{key}"
+
+
+def sketch_doc(namespace: str, key: str, salt: str | None, sketch: KeySketch, rev: int) -> dict[str, Any]:
+    from bson.binary import Binary
+
+    doc = sketch.to_json()
+    return {"_id": _sketch_id(namespace, key), "kind": SKETCH, "version": VERSION, "namespace": namespace,
+            "key": key, "salt_id": salt, "rev": rev, **doc,
+            "hll": Binary(base64.b64decode(doc["hll"])), "freq": Binary(base64.b64decode(doc["freq"]))}
+
+
 class MongoSink:
     def __init__(self, uri: str, timeout_s: float = 5.0) -> None:
         from pymongo.uri_parser import parse_uri
@@ -83,14 +108,45 @@ class MongoSink:
         rows = list(table)
         if table.overflow.count or table.overflow.latency:
             rows.append(table.overflow)
-        if not rows:
+        if not rows and not table.sketches:
             return 0
-        ops = [UpdateOne({"_id": _id(r)}, update_of(r), upsert=True) for r in rows]
         try:
-            self._coll().bulk_write(ops, ordered=False)
+            if rows:
+                ops = [UpdateOne({"_id": _id(r)}, update_of(r), upsert=True) for r in rows]
+                self._coll().bulk_write(ops, ordered=False)
+            for (namespace, key), sketch in table.sketches:
+                self._merge_sketch(namespace, key, table.sketches.salt_id, sketch)
         except PyMongoError as exc:
             raise SinkError(f"{self.description}: {type(exc).__name__}: {str(exc)[:300]}") from None
-        return len(rows)
+        return len(rows) + len(table.sketches)
+
+    def _merge_sketch(self, namespace: str, key: str, salt: str | None, sketch: KeySketch) -> None:
+        """Union one sketch into its document: read, merge, replace if unchanged (else again)."""
+        from pymongo.errors import DuplicateKeyError
+
+        coll = self._coll()
+        ident = _sketch_id(namespace, key)
+        for _ in range(MAX_ATTEMPTS):
+            held = coll.find_one({"_id": ident})
+            if held is None:
+                try:
+                    coll.insert_one(sketch_doc(namespace, key, salt, sketch, 1))
+                    return
+                except DuplicateKeyError:
+                    continue  # another proxy inserted it first: merge into theirs
+            if held.get("salt_id") not in (None, salt):
+                raise SinkError(f"{self.description}: the sketch {ident} was made with another profile.salt "
+                                f"(salt id {held.get('salt_id')}, this proxy's {salt}); give every proxy the same salt")
+            try:
+                merged = KeySketch.from_json(held)
+            except ValueError as exc:
+                raise SinkError(f"{self.description}: document {ident!r}: {exc}") from None
+            merged.merge(sketch)
+            rev = int(held.get("rev") or 0)
+            if coll.replace_one({"_id": ident, "rev": rev},
+                                sketch_doc(namespace, key, salt, merged, rev + 1)).matched_count:
+                return
+        raise SinkError(f"{self.description}: the sketch {ident} kept changing under {MAX_ATTEMPTS} merges")
 
     def read(self) -> ProfileTable:
         from pymongo.errors import PyMongoError
@@ -101,11 +157,20 @@ class MongoSink:
         except PyMongoError as exc:
             raise SinkError(f"{self.description}: {type(exc).__name__}: {str(exc)[:300]}") from None
         rows = []
+        sketches = []
         for doc in docs:
             try:
-                rows.append(row_of(doc))
+                if doc.get("kind") == SKETCH:
+                    sketches.append(doc)
+                else:
+                    rows.append(row_of(doc))
             except ValueError as exc:
                 raise SinkError(f"{self.description}: not a profile: {exc}") from None
+        try:
+            table.sketches = SketchTable()
+            table.sketches.merge_entries(sketches)
+        except ValueError as exc:
+            raise SinkError(f"{self.description}: not a profile: {exc}") from None
         if rows:
             table.since = min(r.first_seen for r in rows)
         table.merge_rows(rows)
