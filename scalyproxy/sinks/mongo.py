@@ -8,17 +8,24 @@ add the delta: ``$inc`` of ``count``, ``outcomes.<outcome>``,
 appName and the skeleton (as JSON text: its keys may start with ``$``). Every
 proxy of a fleet adds into the same documents, so one ``find`` sees the fleet.
 
-Each key sketch (:mod:`scalyproxy.evidence.sketches`) is one document too,
-``_id`` ``"sketch:<namespace>:<key>"``, ``kind: "sketch"``: a sketch union is not
-an update operator, so each is merged in the writer (read, union, replace if its
-``rev`` is still the one read, else read again), which keeps the fleet's writes
-from losing one another.
+The key sketches (:mod:`scalyproxy.evidence.sketches`) are documents too,
+``kind: "sketch"``: a sketch union is no update operator, and a read-merge-replace
+loses a concurrent writer's merge on servers whose conditional replace is not
+atomic (FerretDB's is not), so each flush *inserts* its delta as a new part,
+and reading unions the parts. When a key has more than ``MAX_PARTS`` parts, the
+writer that takes the key's lock (an insert of a fixed ``_id``, which one
+writer wins) folds them into one part that names the parts it ``replaces``, then
+deletes them; a reader skips replaced parts, so a fold that dies halfway counts
+nothing twice.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from scalyproxy.evidence.sketches import KeySketch, SketchTable
@@ -62,20 +69,26 @@ def row_of(doc: dict[str, Any]) -> Row:
 
 
 SKETCH: Final = "sketch"
-MAX_ATTEMPTS: Final = 20  # compare-and-swap rounds per sketch and write
+MAX_PARTS: Final = 16  # parts of one key sketch before a writer folds them into one
+STALE_LOCK_S: Final = 60.0  # a fold lock older than this was left by a writer that died
 
 
-def _sketch_id(namespace: str, key: str) -> str:
-    return f"{SKETCH}:{namespace}:{key}"
-
-
-def sketch_doc(namespace: str, key: str, salt: str | None, sketch: KeySketch, rev: int) -> dict[str, Any]:
+def sketch_doc(namespace: str, key: str, salt: str | None, sketch: KeySketch,
+               replaces: Sequence[str] = ()) -> dict[str, Any]:
+    """One part of a key sketch, under a fresh ``_id``; ``replaces``: the parts it folds."""
     from bson.binary import Binary
 
     doc = sketch.to_json()
-    return {"_id": _sketch_id(namespace, key), "kind": SKETCH, "version": VERSION, "namespace": namespace,
-            "key": key, "salt_id": salt, "rev": rev, **doc,
+    return {"_id": f"{SKETCH}:{namespace}:{key}:{uuid.uuid4().hex}", "kind": SKETCH, "version": VERSION,
+            "namespace": namespace, "key": key, "salt_id": salt, "replaces": list(replaces), **doc,
             "hll": Binary(base64.b64decode(doc["hll"])), "freq": Binary(base64.b64decode(doc["freq"]))}
+
+
+def live_parts(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The parts that count: those no other part says it replaces (a fold that died halfway)."""
+    parts = list(docs)
+    replaced = {i for d in parts for i in d.get("replaces") or ()}
+    return [d for d in parts if d["_id"] not in replaced]
 
 
 class MongoSink:
@@ -110,43 +123,60 @@ class MongoSink:
             rows.append(table.overflow)
         if not rows and not table.sketches:
             return 0
+        written = 0
         try:
             if rows:
                 ops = [UpdateOne({"_id": _id(r)}, update_of(r), upsert=True) for r in rows]
                 self._coll().bulk_write(ops, ordered=False)
-            for (namespace, key), sketch in table.sketches:
-                self._merge_sketch(namespace, key, table.sketches.salt_id, sketch)
+                written = len(rows)
+                # delivered: a failure below retries only the sketches, never adds the rows twice
+                table.rows.clear()
+                table.overflow = Row(0, None, None, None, None, table.since)
+            for ident, sketch in list(table.sketches):
+                self._add_sketch(ident[0], ident[1], table.sketches.salt_id, sketch)
+                del table.sketches.keys[ident]
+                written += 1
         except PyMongoError as exc:
             raise SinkError(f"{self.description}: {type(exc).__name__}: {str(exc)[:300]}") from None
-        return len(rows) + len(table.sketches)
+        return written
 
-    def _merge_sketch(self, namespace: str, key: str, salt: str | None, sketch: KeySketch) -> None:
-        """Union one sketch into its document: read, merge, replace if unchanged (else again)."""
+    def _add_sketch(self, namespace: str, key: str, salt: str | None, sketch: KeySketch) -> None:
+        """Insert the delta as a new part (an insert never loses a concurrent one), then fold
+        the key's parts into one when there are many (under a lock that is an insert too)."""
+        coll = self._coll()
+        coll.insert_one(sketch_doc(namespace, key, salt, sketch))
+        query = {"kind": SKETCH, "namespace": namespace, "key": key}
+        if coll.count_documents(query) > MAX_PARTS:
+            self._fold(coll, namespace, key, query)
+
+    def _fold(self, coll: Any, namespace: str, key: str, query: dict[str, Any]) -> None:
         from pymongo.errors import DuplicateKeyError
 
-        coll = self._coll()
-        ident = _sketch_id(namespace, key)
-        for _ in range(MAX_ATTEMPTS):
-            held = coll.find_one({"_id": ident})
-            if held is None:
-                try:
-                    coll.insert_one(sketch_doc(namespace, key, salt, sketch, 1))
-                    return
-                except DuplicateKeyError:
-                    continue  # another proxy inserted it first: merge into theirs
-            if held.get("salt_id") not in (None, salt):
-                raise SinkError(f"{self.description}: the sketch {ident} was made with another profile.salt "
-                                f"(salt id {held.get('salt_id')}, this proxy's {salt}); give every proxy the same salt")
-            try:
-                merged = KeySketch.from_json(held)
-            except ValueError as exc:
-                raise SinkError(f"{self.description}: document {ident!r}: {exc}") from None
-            merged.merge(sketch)
-            rev = int(held.get("rev") or 0)
-            if coll.replace_one({"_id": ident, "rev": rev},
-                                sketch_doc(namespace, key, salt, merged, rev + 1)).matched_count:
-                return
-        raise SinkError(f"{self.description}: the sketch {ident} kept changing under {MAX_ATTEMPTS} merges")
+        lock = f"{SKETCH}-lock:{namespace}:{key}"
+        try:
+            coll.insert_one({"_id": lock, "kind": "sketch-lock", "at": time.time()})
+        except DuplicateKeyError:  # another writer folds it; a lock left by a dead one goes
+            coll.delete_one({"_id": lock, "at": {"$lt": time.time() - STALE_LOCK_S}})
+            return
+        try:
+            docs = list(coll.find(query))
+            parts = live_parts(docs)
+            dead = [d["_id"] for d in docs if d not in parts]
+            if dead:
+                coll.delete_many({"_id": {"$in": dead}})
+            salts = {p.get("salt_id") for p in parts}
+            if len(parts) < 2 or len(salts) > 1:
+                return  # parts of several salts stay apart (advise counts the mismatch)
+            merged = KeySketch.from_json(parts[0])
+            for part in parts[1:]:
+                merged.merge(KeySketch.from_json(part))
+            ids = [p["_id"] for p in parts]
+            coll.insert_one(sketch_doc(namespace, key, parts[0].get("salt_id"), merged, ids))
+            coll.delete_many({"_id": {"$in": ids}})
+        except ValueError as exc:
+            raise SinkError(f"{self.description}: a sketch of {namespace} {key}: {exc}") from None
+        finally:
+            coll.delete_one({"_id": lock})
 
     def read(self) -> ProfileTable:
         from pymongo.errors import PyMongoError
@@ -160,6 +190,8 @@ class MongoSink:
         sketches = []
         for doc in docs:
             try:
+                if doc.get("kind") == "sketch-lock":
+                    continue
                 if doc.get("kind") == SKETCH:
                     sketches.append(doc)
                 else:
@@ -168,7 +200,7 @@ class MongoSink:
                 raise SinkError(f"{self.description}: not a profile: {exc}") from None
         try:
             table.sketches = SketchTable()
-            table.sketches.merge_entries(sketches)
+            table.sketches.merge_entries(live_parts(sketches))
         except ValueError as exc:
             raise SinkError(f"{self.description}: not a profile: {exc}") from None
         if rows:
