@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import datasketches as ds
 
-from scalyproxy.policy.bounds import NUMBER, canon, rank
+from scalyproxy.policy.bounds import NUMBER, STRING, canon, rank
 
 LG_K: Final = 12  # HLL: 4,096 buckets, about 1.6% relative standard error
 LG_MAX_ITEMS: Final = 9  # frequent items: up to 384 tracked hashes; error about 0.7% of the documents
@@ -299,37 +299,83 @@ class KeyTracker:
             keys.append(key)
 
     def digest(self, values: Sequence[Any]) -> bytes:
-        ident = identity(values[0]) if len(values) == 1 else tuple(identity(v) for v in values)
-        return hashlib.blake2b(repr(ident).encode(), key=self.salt, digest_size=8).digest()
+        """The keyed hash of a key's values (one field, or several in key order)."""
+        return self._hash([ident_bytes(v) for v in values])
+
+    def _hash(self, idents: Sequence[bytes]) -> bytes:
+        data = idents[0] if len(idents) == 1 else bytes([len(idents)]) + b"\x00".join(idents)
+        return hashlib.blake2b(data, key=self.salt, digest_size=8).digest()
 
     def feed(self, table: SketchTable, namespace: str, keys: Sequence[Key], docs: Iterable[Any]) -> None:
-        """Sketch the keys' values of sampled inserted documents into ``table``."""
+        """Sketch the keys' values of sampled inserted documents into ``table``: each path
+        of a document is read, identified and ordered once, whatever keys share it."""
         if table.salt_id is None:
             table.salt_id = self.salt_id
-        sketches = [(key, table.sketch(namespace, key_name(key))) for key in keys]
+        sketches = [(key, table.sketch(namespace, key_name(key)), self._max, (namespace, key)) for key in keys]
+        paths = list(dict.fromkeys(p for key in keys for p in key))
         for doc in docs:
             if not isinstance(doc, Mapping):
                 continue
-            for key, sketch in sketches:
-                values = [_value(doc, path) for path in key]
-                if any(v is _MISSING for v in values):
+            seen: dict[str, tuple[bytes, Any] | None] = {}
+            for path in paths:
+                value = doc.get(path, _MISSING) if "." not in path else _value(doc, path)
+                if value is _MISSING or value.__class__ in _ARRAYS:
+                    seen[path] = None
+                else:
+                    seen[path] = (ident_bytes(value), _order(value))
+            for key, sketch, maxima, slot in sketches:
+                parts = [seen[p] for p in key]
+                if None in parts:
                     sketch.missing += 1
                     continue
-                sketch.add(self.digest(values), self._new_max(namespace, key, values))
+                idents = [part[0] for part in parts]  # type: ignore[index]
+                order = tuple(part[1] for part in parts)  # type: ignore[index]
+                sketch.add(self._hash(idents), _new_max(maxima, slot, order))
 
-    def _new_max(self, namespace: str, key: Key, values: Sequence[Any]) -> bool | None:
-        order = tuple(order_of(v) for v in values)
-        if any(o is None for o in order):
-            return None
-        slot = (namespace, key)
-        last = self._max.get(slot)
-        try:
-            if last is None or order > last:
-                self._max[slot] = order
-                return True  # the first value too: a new maximum of nothing
-        except TypeError:  # values of one rank whose order Python cannot compare
-            return None
-        return False
+
+def _new_max(maxima: dict[tuple[str, Key], Any], slot: tuple[str, Key], order: tuple[Any, ...]) -> bool | None:
+    """Whether ``order`` is above every value seen for the key (None: not ordered here)."""
+    if None in order:
+        return None
+    last = maxima.get(slot)
+    try:
+        if last is None or order > last:
+            maxima[slot] = order
+            return True  # the first value too: a new maximum of nothing
+    except TypeError:  # values of one rank whose order Python cannot compare
+        return None
+    return False
+
+
+_ARRAYS: Final = frozenset({list, tuple})
+
+
+def ident_bytes(value: Any) -> bytes:
+    """What is hashed for a value: equal for values BSON compares equal (1, 1.0, Int64(1),
+    Decimal128("1") alike), different otherwise; the common types without detour."""
+    cls = value.__class__
+    if cls is str:
+        return b"s" + str.encode(value, "utf-8", "surrogatepass")
+    if cls is int:
+        return b"n" + str(value).encode()
+    c = identity(value)
+    if c.__class__ is tuple and c and c[0] == NUMBER:
+        number = c[1]
+        if isinstance(number, int):
+            return b"n" + str(number).encode()
+        if isinstance(number, float | Decimal):
+            return b"n" + str(Decimal(number).normalize()).encode()
+        return b"nNaN"
+    return b"r" + repr(c).encode()
+
+
+def _order(value: Any) -> Any:
+    cls = value.__class__
+    if cls is str:
+        return (STRING, value)
+    if cls is int:
+        return (NUMBER, value)
+    return order_of(value)
 
 
 _MISSING: Final = object()
