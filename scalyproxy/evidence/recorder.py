@@ -42,6 +42,7 @@ from scalyproxy.logs import log
 from scalyproxy.policy.commands import canonical, namespace_of
 from scalyproxy.policy.model import CommandLike, Verdict
 from scalyproxy.wire.command import command_view
+from scalyproxy.wire.documents import pick_fields
 from scalyproxy.wire.errors import ProtocolError
 from scalyproxy.wire.framer import make_frame
 
@@ -153,6 +154,10 @@ class Recorder:
         docs = view.body.get("documents")
         if docs is None:
             docs = view.sequences.get("documents", ())
+            raw = getattr(docs, "raw", None)  # a kind-1 run's bytes: read only the keys' fields
+            names = tracker.top_level(row.sketch)
+            if raw is not None and names is not None:
+                docs = pick_fields(raw, names)
         tracker.feed(self.table.sketches, row.namespace, row.sketch, docs)
 
     def _row(self, rows: dict[int, Row], app: str | None, shape_id: int | None,

@@ -283,6 +283,8 @@ class KeyTracker:
         self.max_keys = max_keys
         self._keys: dict[str, list[Key]] = {}
         self._max: dict[tuple[str, Key], Any] = {}
+        self._names: dict[int, tuple[int, frozenset[bytes] | None]] = {}  # id(key list) -> (length, names)
+        self._plans: dict[str, tuple[SketchTable, int, list[Any], list[str]]] = {}  # namespace -> plan
         for ns, keys in configured.items():
             for key in keys:
                 self.learn(ns, key)
@@ -298,6 +300,16 @@ class KeyTracker:
         if key and key not in keys and len(keys) < self.max_keys:
             keys.append(key)
 
+    def top_level(self, keys: Sequence[Key]) -> frozenset[bytes] | None:
+        """The field names the keys read, when all are top-level (None: a dotted path)."""
+        cached = self._names.get(id(keys))  # a namespace's list: it only grows
+        if cached is not None and cached[0] == len(keys):
+            return cached[1]
+        paths = {p for key in keys for p in key}
+        names = None if any("." in p for p in paths) else frozenset(p.encode() for p in paths)
+        self._names[id(keys)] = (len(keys), names)
+        return names
+
     def digest(self, values: Sequence[Any]) -> bytes:
         """The keyed hash of a key's values (one field, or several in key order)."""
         return self._hash([ident_bytes(v) for v in values])
@@ -309,10 +321,15 @@ class KeyTracker:
     def feed(self, table: SketchTable, namespace: str, keys: Sequence[Key], docs: Iterable[Any]) -> None:
         """Sketch the keys' values of sampled inserted documents into ``table``: each path
         of a document is read, identified and ordered once, whatever keys share it."""
-        if table.salt_id is None:
-            table.salt_id = self.salt_id
-        sketches = [(key, table.sketch(namespace, key_name(key)), self._max, (namespace, key)) for key in keys]
-        paths = list(dict.fromkeys(p for key in keys for p in key))
+        plan = self._plans.get(namespace)
+        if plan is None or plan[0] is not table or plan[1] != len(keys):
+            if table.salt_id is None:
+                table.salt_id = self.salt_id
+            plan = self._plans[namespace] = (
+                table, len(keys), [(key, table.sketch(namespace, key_name(key)), (namespace, key)) for key in keys],
+                list(dict.fromkeys(p for key in keys for p in key)))
+        _, _, sketches, paths = plan
+        maxima, hash_ = self._max, self._hash
         for doc in docs:
             if not isinstance(doc, Mapping):
                 continue
@@ -323,14 +340,21 @@ class KeyTracker:
                     seen[path] = None
                 else:
                     seen[path] = (ident_bytes(value), _order(value))
-            for key, sketch, maxima, slot in sketches:
+            for key, sketch, slot in sketches:
+                if len(key) == 1:
+                    part = seen[key[0]]
+                    if part is None:
+                        sketch.missing += 1
+                        continue
+                    sketch.add(hash_((part[0],)), _new_max(maxima, slot, (part[1],)))
+                    continue
                 parts = [seen[p] for p in key]
                 if None in parts:
                     sketch.missing += 1
                     continue
                 idents = [part[0] for part in parts]  # type: ignore[index]
                 order = tuple(part[1] for part in parts)  # type: ignore[index]
-                sketch.add(self._hash(idents), _new_max(maxima, slot, order))
+                sketch.add(hash_(idents), _new_max(maxima, slot, order))
 
 
 def _new_max(maxima: dict[tuple[str, Key], Any], slot: tuple[str, Key], order: tuple[Any, ...]) -> bool | None:

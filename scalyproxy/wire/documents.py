@@ -270,3 +270,45 @@ def _value_size(
         stack.append((scope, name + ".$scope.", False))
         return int(_int32_at(doc, at)[0])
     raise ValueError(f"unknown BSON type 0x{kind:02x} at byte {at - 1}")
+
+
+def pick_fields(run: Buffer, names: frozenset[bytes]) -> list[dict[str, Any]]:
+    """For each document of a run (already scanned: valid BSON), its top-level fields named
+    in ``names``, decoded as :func:`decode_document` would; the other fields are stepped
+    over without decoding (the value sketches read a few fields of large documents)."""
+    buf = bytes(run)
+    out: list[dict[str, Any]] = []
+    start, total = 0, len(buf)
+    try:
+        while start < total:
+            end = start + _int32_at(buf, start)[0]
+            out.append(_pick(buf, start, end - 1, names))
+            start = end
+    except (IndexError, ValueError, struct.error) as exc:
+        raise ProtocolError(f"malformed BSON: {exc}", kind="bad_bson") from exc
+    return out
+
+
+def _pick(buf: bytes, pos: int, end: int, names: frozenset[bytes]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    pos += 4
+    ignored: list[tuple[int, str, bool]] = []
+    while pos < end:
+        kind = buf[pos]
+        key_end = buf.index(0, pos + 1)
+        value = key_end + 1
+        size = _FIXED_SIZE.get(kind)
+        if size is None:
+            size = _value_size(buf, kind, value, "", ignored)
+            ignored.clear()
+        key = buf[pos + 1 : key_end]
+        if key in names:
+            if kind == 0x02:
+                found[key.decode()] = buf[value + 4 : value + size - 1].decode("utf-8", "surrogateescape")
+            elif kind == 0x10:
+                found[key.decode()] = _int32_at(buf, value)[0]
+            else:  # decoded alone: a one-field document of it
+                one = bytes([kind]) + b"k\x00" + buf[value : value + size]
+                found[key.decode()] = decode_document(_INT32.pack(len(one) + 5) + one + b"\x00")["k"]
+        pos = value + size
+    return found

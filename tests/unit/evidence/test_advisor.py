@@ -276,3 +276,24 @@ def test_advise_command_exit_codes(tmp_path: Any, capsys: pytest.CaptureFixture[
     assert advise_main([str(source)], [], ["bad"], None, False) == 2
     assert advise_main([str(tmp_path / "missing.json")], [], [], None, False) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_picking_top_level_fields_from_bytes_decodes_them_as_the_codec_does() -> None:
+    import datetime
+
+    import bson
+    from bson import Decimal128, Int64, ObjectId
+
+    from scalyproxy.wire.documents import decode_run, pick_fields
+
+    docs = [
+        {"a": "ünï", "b": 5, "c": Int64(7), "d": 1.5, "e": ObjectId(b"x" * 12), "f": {"g": [1, {"h": None}]},
+         "i": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC), "j": Decimal128("2.5"), "k": True, "l": None,
+         "m": bson.Regex("^x", "i"), "n": b"\x00\x01", "o": [1, 2]},
+        {"b": -1, "zz": "skip me"},
+    ]  # fmt: skip
+    run = b"".join(bson.encode(d) for d in docs)
+    names = frozenset(k.encode() for k in "abcdefijklmno")
+    full = decode_run(run)
+    assert pick_fields(run, names) == [{k: v for k, v in d.items() if k.encode() in names} for d in full]
+    assert pick_fields(run, frozenset({b"zz"})) == [{}, {"zz": "skip me"}]
