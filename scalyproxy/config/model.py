@@ -225,7 +225,7 @@ class CollectionConfig:
         return None
 
 
-DEFAULT_SAMPLE_RATE = 0.05  # from bench.bench_profile's sketches run: docs/advisor.md
+DEFAULT_SAMPLE_RATE = 0.01  # from bench.bench_profile's sketches run: docs/advisor.md
 
 
 @dataclass(frozen=True)
