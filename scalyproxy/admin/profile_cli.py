@@ -13,8 +13,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from scalyproxy.config import ConfigError, load_config
+from scalyproxy.config import ConfigError, ProxyConfig, load_config
 from scalyproxy.evidence.advisor import AdviseError, advise, format_advice, parse_candidate
+from scalyproxy.evidence.table import ProfileTable
 from scalyproxy.evidence.text import format_profile
 from scalyproxy.evidence.whatif import format_whatif, what_if
 from scalyproxy.policy import Engine
@@ -32,17 +33,27 @@ def profile_main(admin: str, as_json: bool = False) -> int:
     return 0
 
 
-def whatif_main(config: str, sources: Sequence[str], as_json: bool = False) -> int:
+def _inputs(command: str, config: str | None, sources: Sequence[str]) -> tuple[ProxyConfig | None, ProfileTable] | None:
+    """The config (when one is named) and the merged profile; None, said on stderr, when
+    either cannot be read."""
+    cfg = None
     try:
-        cfg = load_config(config)
+        if config is not None:
+            cfg = load_config(config)
+        return cfg, read_sources(sources)
     except ConfigError as exc:
-        print(f"scalyproxy whatif: {config} does not load:\n{exc}", file=sys.stderr)
-        return 2
-    try:
-        table = read_sources(sources)
+        print(f"scalyproxy {command}: {config} does not load:\n{exc}", file=sys.stderr)
     except SinkError as exc:
-        print(f"scalyproxy whatif: {exc}", file=sys.stderr)
+        print(f"scalyproxy {command}: {exc}", file=sys.stderr)
+    return None
+
+
+def whatif_main(config: str, sources: Sequence[str], as_json: bool = False) -> int:
+    inputs = _inputs("whatif", config, sources)
+    if inputs is None:
         return 2
+    cfg, table = inputs
+    assert cfg is not None
     result = what_if(table, Engine.from_config(cfg))
     print(json.dumps(result.as_json(), indent=1) if as_json else format_whatif(result, config))
     return result.exit_status
@@ -55,18 +66,10 @@ def advise_main(sources: Sequence[str], namespaces: Sequence[str] = (), candidat
     except AdviseError as exc:
         print(f"scalyproxy advise: {exc}", file=sys.stderr)
         return 2
-    cfg = None
-    if config is not None:
-        try:
-            cfg = load_config(config)
-        except ConfigError as exc:
-            print(f"scalyproxy advise: {config} does not load:\n{exc}", file=sys.stderr)
-            return 2
-    try:
-        table = read_sources(sources)
-    except SinkError as exc:
-        print(f"scalyproxy advise: {exc}", file=sys.stderr)
+    inputs = _inputs("advise", config, sources)
+    if inputs is None:
         return 2
+    cfg, table = inputs
     result = advise(table, cfg, namespaces, extra)
     print(json.dumps(result.as_json(), indent=1) if as_json else format_advice(result))
     return 0 if any(n.assessments for n in result.namespaces) else 1

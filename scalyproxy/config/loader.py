@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -284,12 +285,7 @@ class _Reader:
         if entries is None:
             return INVALID
         out: dict[str, tuple[tuple[str, ...], ...]] = {}
-        for ns, (key_node, value_node) in entries.items():
-            path = join("profile.candidates", ns)
-            problem = namespace_problem(ns)
-            if problem:
-                self.issues.add(key_node, path, problem)
-                continue
+        for ns, value_node, path in self.namespaced(entries, "profile.candidates"):
             items = read_sequence(value_node, path, self.issues, 'a list of keys ("field" or "a,b")')
             keys: list[tuple[str, ...]] = []
             for i, item in enumerate(items or []):
@@ -303,6 +299,17 @@ class _Reader:
                 keys.append(fields)
             out[ns] = tuple(keys)
         return out
+
+    def namespaced(self, entries: dict[str, tuple[yaml.Node, yaml.Node]],
+                   parent: str) -> Iterator[tuple[str, yaml.Node, str]]:
+        """The entries keyed by a valid "db.collection" (the others are issues): name, value, path."""
+        for ns, (key_node, value_node) in entries.items():
+            path = join(parent, ns)
+            problem = namespace_problem(ns)
+            if problem:
+                self.issues.add(key_node, path, problem)
+                continue
+            yield ns, value_node, path
 
     def sink(self, node: yaml.Node) -> str | None | Invalid:
         if isinstance(node, yaml.ScalarNode) and scalar_value(node) is None:
@@ -382,12 +389,7 @@ class _Reader:
         if entries is None:
             return INVALID
         out: dict[str, CollectionConfig] = {}
-        for ns, (key_node, value_node) in entries.items():
-            path = join("collections", ns)
-            problem = namespace_problem(ns)
-            if problem:
-                self.issues.add(key_node, path, problem)
-                continue
+        for ns, value_node, path in self.namespaced(entries, "collections"):
             coll = self.collection(ns, value_node, path, base_rules)
             if coll is not None:
                 out[ns] = coll

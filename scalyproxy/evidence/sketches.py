@@ -37,6 +37,7 @@ from typing import Any, Final
 import datasketches as ds
 
 from scalyproxy.policy.bounds import NUMBER, STRING, canon, rank
+from scalyproxy.policy.compiled import get_path
 
 LG_K: Final = 12  # HLL: 4,096 buckets, about 1.6% relative standard error
 LG_MAX_ITEMS: Final = 9  # frequent items: up to 384 tracked hashes; error about 0.7% of the documents
@@ -406,12 +407,6 @@ _MISSING: Final = object()
 
 
 def _value(doc: Mapping[str, Any], path: str) -> Any:
-    """The value a document gives a shard-key path; _MISSING when absent or under/as an array."""
-    current: Any = doc
-    for part in path.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return _MISSING
-        current = current[part]
-    if isinstance(current, list | tuple):
-        return _MISSING
-    return current
+    """The value a document gives a dotted shard-key path; _MISSING when absent or an array."""
+    found, value = get_path(doc, path)
+    return value if found and not isinstance(value, list | tuple) else _MISSING

@@ -15,17 +15,16 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pymongo import MongoClient
 
 from scalyproxy.backend import FerretDB
 from tests.conftest import ProxyProcess
 from tests.integration.test_ops import admin_of
-from tests.integration.test_profile import cli, get_profile
+from tests.integration.test_profile import cli, get_profile, start  # noqa: F401 (start: a fixture)
 
 Client = MongoClient[dict[str, Any]]
 STATUSES = ("new", "paid", "shipped")
@@ -52,24 +51,6 @@ collections:
 
 def config(db: str, sink: str | None = None) -> str:
     return CONFIG.format(db=db, sink=f"  sink: {sink!r}" if sink else "")
-
-
-@pytest.fixture()
-def start(proxy_factory: Callable[..., ProxyProcess], tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
-    started: list[ProxyProcess] = []
-
-    def run(text: str, name: str) -> ProxyProcess:
-        path = tmp_path / name
-        path.write_text(text)
-        p = proxy_factory(path)
-        started.append(p)
-        return p
-
-    try:
-        yield run
-    finally:
-        for p in started:
-            p.stop()
 
 
 def workload(proxy: ProxyProcess, db: str, part: int = 0, parts: int = 1) -> None:
@@ -128,7 +109,7 @@ def check_answers(doc: dict[str, Any], db: str) -> dict[str, dict[str, Any]]:
     return by_key
 
 
-def test_advise_reports_the_known_answers(start: Callable[..., ProxyProcess], direct_client: Client,
+def test_advise_reports_the_known_answers(start: Callable[..., ProxyProcess], direct_client: Client,  # noqa: F811
                                           tmp_path: Path) -> None:
     db = f"adv_{uuid.uuid4().hex[:8]}"
     jsonl = tmp_path / "profile.jsonl"
@@ -153,7 +134,7 @@ def test_advise_reports_the_known_answers(start: Callable[..., ProxyProcess], di
 
 
 def test_two_proxies_each_with_half_merge_through_one_mongodb_sink(
-        start: Callable[..., ProxyProcess], direct_client: Client, ferretdb: FerretDB) -> None:
+        start: Callable[..., ProxyProcess], direct_client: Client, ferretdb: FerretDB) -> None:  # noqa: F811
     db = f"adv_{uuid.uuid4().hex[:8]}"
     sink = f"{ferretdb.uri}/scaly_profile.adv_{uuid.uuid4().hex[:8]}"
     a = start(config(db, sink), "a.yaml")

@@ -377,6 +377,11 @@ def test_profile_section(tmp_path: Path) -> None:
     assert cfg.profile == ProfileConfig(True, 50, f"file:{tmp_path}/data/profile.jsonl", 2.5)
     mongo = load_config_text("profile:\n  enabled: false\n  sink: mongodb://a:1,b:2/scaly.profile?tls=false\n")
     assert mongo.profile.sink == "mongodb://a:1,b:2/scaly.profile?tls=false" and not mongo.profile.enabled
+    sketches = load_config_text("profile:\n  salt: 0123456789abcdef\n  sample_rate: 0.5\n  sketch_keys: 4\n"
+                                "  candidates: {a.b: [x, 'y, z', 'w:hashed']}\n")
+    assert sketches.profile.salt == "0123456789abcdef" and sketches.profile.sample_rate == 0.5
+    assert sketches.profile.sketch_keys == 4
+    assert sketches.profile.candidates == {"a.b": (("x",), ("y", "z"), ("w",))}
 
 
 @pytest.mark.parametrize(
@@ -392,6 +397,14 @@ def test_profile_section(tmp_path: Path) -> None:
         ("profile:\n  enabled: yes please\n", 2, "profile.enabled", "true or false"),
         ("profile:\n  max_shape: 5\n", 2, "profile.max_shape", "did you mean 'max_shapes'"),
         ("profile: [1]\n", 1, "profile", "expected a mapping"),
+        ("profile:\n  salt: short\n", 2, "profile.salt", "too short"),
+        ("profile:\n  salt: 12\n", 2, "profile.salt", "expected a string"),
+        ("profile:\n  sample_rate: 0\n", 2, "profile.sample_rate", "out of range"),
+        ("profile:\n  sample_rate: 2\n", 2, "profile.sample_rate", "out of range"),
+        ("profile:\n  sketch_keys: 0\n", 2, "profile.sketch_keys", "out of range"),
+        ("profile:\n  candidates: {nodot: [a]}\n", 2, "profile.candidates.nodot", ""),
+        ("profile:\n  candidates: {a.b: x}\n", 2, "profile.candidates.a.b", "a list of keys"),
+        ("profile:\n  candidates:\n    a.b: ['$x']\n", 3, "profile.candidates.a.b.0", "bad key"),
     ],
 )
 def test_profile_errors_name_line_and_key(text: str, line: int, path: str, fragment: str) -> None:
