@@ -10,7 +10,8 @@ measures is what the relay adds on top of the socket calls (the end-to-end suite
 :mod:`bench.suite`, measures those too). Rows: relay only, full policy with the
 no-op hooks, full policy with the admin hooks (metrics) the running proxy uses,
 the same with the traffic profile on (and its ratio to the profile off), and
-the parts the relay calls into (``command_view``, then ``engine.decide``).
+the parts the relay calls into (``command_view``, then ``engine.decide``), and the
+profile with the value sketches on at the default ``profile.sample_rate`` (issue 18).
 With ``--mix``: the same for each kind of command of the mixed workload (workload 6 of
 :mod:`bench.suite`, under its config), and the mix itself in its proportions; a refused
 command gets no reply from upstream (the relay answers it).
@@ -73,7 +74,7 @@ class _Host:
     address = "127.0.0.1:1"
 
 
-def admin_hooks(cfg: ProxyConfig | None = None, profile: bool = False) -> Hooks:
+def admin_hooks(cfg: ProxyConfig | None = None, profile: bool = False, sketches: bool = False) -> Hooks:
     try:
         from scalyproxy.admin.events import AdminHooks
         from scalyproxy.admin.metrics import Metrics
@@ -83,6 +84,14 @@ def admin_hooks(cfg: ProxyConfig | None = None, profile: bool = False) -> Hooks:
         return Hooks()
     cfg = cfg or load_config(BLOG)
     recorder = Recorder(cfg.profile.max_shapes, cfg.policy.allow_marker) if profile else None
+    if recorder is not None and sketches:  # the value sketches at the default rate (issue 18)
+        from scalyproxy.evidence.fields import configured_keys
+
+        recorder.configure_sketches("bench-salt-0123456789", cfg.profile.sample_rate, cfg.profile.sketch_keys,
+                                    configured_keys(cfg))
+        assert recorder.tracker is not None
+        for key in (("author",), ("title",)):  # what the targeted finds teach a proxy
+            recorder.tracker.learn(f"{m.DB}.{m.COLLECTION}", key)
     return AdminHooks(Metrics(cfg.collections), ShadowReport(cfg.report_size), recorder)
 
 
@@ -196,7 +205,9 @@ def main() -> None:
     for wl, (requests, replies) in workloads.items():
         for label, relay_only, hooks in (("relay only", True, Hooks()), ("full, no-op hooks", False, Hooks()),
                                          ("full, admin hooks", False, admin_hooks()),
-                                         ("full, admin hooks, profile", False, admin_hooks(profile=True))):
+                                         ("full, admin hooks, profile", False, admin_hooks(profile=True)),
+                                         ("full, admin hooks, profile, sketches", False,
+                                          admin_hooks(profile=True, sketches=True))):
             c, u = wire(relay_only, hooks)
             cases[f"{wl}: {label}"] = round_trips(c, u, requests, replies)
     if args.mix:
@@ -222,6 +233,8 @@ def main() -> None:
     for wl in workloads:
         on, off = best[f"{wl}: full, admin hooks, profile"], best[f"{wl}: full, admin hooks"]
         print(f"{wl}: profile on / off (the relay's own CPU, no sockets): {on / off:.3f}")
+        sketched = best[f"{wl}: full, admin hooks, profile, sketches"]
+        print(f"{wl}: profile with sketches (default sample_rate) / off: {sketched / off:.3f}")
     if args.profile:
         cProfile.runctx("fn(number)", {"fn": cases[args.case], "number": number}, {},
                         args.profile)
