@@ -436,13 +436,14 @@ def advise(profile: ProfileTable, config: ProxyConfig | None = None, namespaces:
                                         | {c.namespace for c in extra})
     out = Advice([], profile.sketches.salt_mismatches)
     for ns in wanted:
-        assessments = []
-        for candidate in candidates_for(ns, profile, config, extra):
-            a = assess(candidate, profile, config)
-            assessments.append(a)
-            if a.monotonic and not candidate.hashed and not any(
-                    c.keys == candidate.as_hashed().keys for c in (x.candidate for x in assessments)):
-                assessments.append(assess(candidate.as_hashed(), profile, config))
+        candidates = candidates_for(ns, profile, config, extra)
+        assessments = [assess(c, profile, config) for c in candidates]
+        known = {c.keys for c in candidates}
+        for a in list(assessments):  # a monotonic ranged key: its hashed variant too
+            hashed = a.candidate.as_hashed()
+            if a.monotonic and not a.candidate.hashed and hashed.keys not in known:
+                known.add(hashed.keys)
+                assessments.append(assess(hashed, profile, config))
         assessments.sort(key=_order)
         for i, a in enumerate(assessments, 1):
             a.rank = i

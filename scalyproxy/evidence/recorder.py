@@ -93,6 +93,7 @@ class Recorder:
         self.mismatches = 0  # C and Python shape ids that disagreed (a bug: logged)
         self.tracker: KeyTracker | None = None  # None: no value sketches (no profile.salt)
         self._every = 1  # sketch one insert in this many
+        self.sketch_errors = 0
         self._tick = 0
 
     def configure(self, max_shapes: int, marker: str) -> None:
@@ -140,7 +141,12 @@ class Recorder:
             self._tick += 1
             if self._tick >= self._every:
                 self._tick = 0
-                self._sketch(row, view, data)
+                try:
+                    self._sketch(row, view, data)
+                except Exception as exc:  # a bug of ours: the row still counts the command
+                    self.sketch_errors += 1
+                    if self.sketch_errors in (1, 10, 100) or self.sketch_errors % 1000 == 0:
+                        log.error("internal_error", error=f"profile sketches: {exc!r}", count=self.sketch_errors)
         return row
 
     def _sketch(self, row: Row, view: CommandLike | None, data: Data | None) -> None:

@@ -297,3 +297,17 @@ def test_picking_top_level_fields_from_bytes_decodes_them_as_the_codec_does() ->
     full = decode_run(run)
     assert pick_fields(run, names) == [{k: v for k, v in d.items() if k.encode() in names} for d in full]
     assert pick_fields(run, frozenset({b"zz"})) == [{}, {"zz": "skip me"}]
+
+
+def test_a_failing_sketch_never_costs_the_command_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, engine, _ = _recorder()
+    orders_profile(recorder, engine, finds=10, inserts=0)
+    assert recorder.tracker is not None
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(recorder.tracker, "feed", broken)
+    orders_profile(recorder, engine, finds=0, inserts=3)
+    [row] = [r for r in recorder.table if r.command == "insert"]
+    assert row.count == 3 and recorder.sketch_errors == 3
