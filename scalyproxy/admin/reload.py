@@ -20,18 +20,18 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from scalyproxy.config import ConfigError, ProxyConfig, load_config
+from scalyproxy.config import ConfigError, ProxyConfig, load_config, load_snapshot
 from scalyproxy.logs import log
 from scalyproxy.policy import Engine
 from scalyproxy.server.proxy import Proxy
 
 POLL_INTERVAL_S: Final = 1.0
-RESTART_ONLY: Final = ("listen", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
+RESTART_ONLY: Final = ("listen", "workers", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
 
 FileStamp = tuple[int, int, int]  # mtime_ns, size, inode
 
@@ -44,13 +44,14 @@ class Built:
     changed: list[str]  # restart-only fields the file changed since it was last loaded
 
 
-def build(path: str, running: ProxyConfig, last_file: ProxyConfig) -> Built:
-    """Load and compile ``path``. Raises ConfigError (or another exception) when it cannot be used.
+def build(path: str, running: ProxyConfig, last_file: ProxyConfig, text: str | None = None) -> Built:
+    """Load and compile ``path`` (or ``text``, read from it earlier). Raises ConfigError (or
+    another exception) when it cannot be used.
 
     ``last_file`` is the file as last loaded, so that ``--listen``/``--upstream``
     overrides are not taken for changes.
     """
-    from_file = load_config(path)
+    from_file = load_config(path) if text is None else load_snapshot(text, path)
     changed = [name for name in RESTART_ONLY if _get(from_file, name) != _get(last_file, name)]
     config = from_file
     for name in RESTART_ONLY:
@@ -88,10 +89,19 @@ def file_hash(path: str) -> str | None:
         return None
 
 
+class Reloadable(Protocol):
+    """What a :class:`Reloader` reloads: a :class:`Proxy`, or a fleet's supervisor."""
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+
 class Reloader:
     """Reloads ``path`` into ``proxy``; ``on_applied(config)`` runs after each swap."""
 
-    def __init__(self, proxy: Proxy, path: str, from_file: ProxyConfig,
+    def __init__(self, proxy: Reloadable, path: str, from_file: ProxyConfig,
                  on_applied: Callable[[ProxyConfig], None], on_failed: Callable[[], None]) -> None:
         self.proxy = proxy
         self.path = path
@@ -111,6 +121,7 @@ class Reloader:
             return await self._reload(trigger)
 
     async def _reload(self, trigger: str) -> bool:
+        assert isinstance(self.proxy, Proxy)
         running = self.proxy.config
         loop = asyncio.get_running_loop()
         try:

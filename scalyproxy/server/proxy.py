@@ -59,6 +59,7 @@ class Proxy:
         self.generation = 1  # +1 per successful reload
         self._address: str | None = None
         self.admin_address: str | None = None  # set by the admin listener, for the "started" line
+        self.worker: int | None = None  # a fleet's worker (workers: N): its index; it shares the port
 
     # -- used by connections --------------------------------------------------------
 
@@ -137,10 +138,11 @@ class Proxy:
             ssl=ssl_ctx,
             backlog=1024,
             reuse_address=True,
+            reuse_port=True if self.worker is not None else None,
         )
         self.spawn(self._sweep())
         log.info(
-            "started",
+            "started" if self.worker is None else "worker_started",
             listen=self.address,
             upstream=[h.address for h in self.upstreams.hosts],
             tls=bool(ssl_ctx),
