@@ -85,7 +85,8 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for field in ("last_seen", "command", "code_name", "reason"):
                     mine[field] = e.get(field)
     capacity = max((int(r.get("capacity", 0)) for r in reports), default=0)
-    rows = sorted(entries.values(), key=lambda e: (-int(e.get("count", 0)), e.get("last_seen", "")))
+    rows = sorted(entries.values(), key=lambda e: str(e.get("last_seen", "")), reverse=True)
+    rows.sort(key=lambda e: -int(e.get("count", 0)))  # by count, then the latest first (as one report)
     kept = rows[:capacity] if capacity else rows
     return {
         "since": min((str(r["since"]) for r in reports if r.get("since")), default=None),
