@@ -103,7 +103,8 @@ def merge_profiles(profiles: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tables = [ProfileTable.from_json(p) for p in profiles]
     if not tables:
         raise ValueError("no profile to merge")
-    total = ProfileTable(max(int(p.get("max_shapes") or 1) for p in profiles), min(t.since for t in tables))
+    # room for every row (a worker's /profile is sized to its own rows: Recorder.snapshot)
+    total = ProfileTable(sum(len(t) for t in tables) + 1, min(t.since for t in tables))
     for table in tables:
         total.merge(table)
     doc = total.to_json()

@@ -104,6 +104,13 @@ def test_profiles_merge_row_by_row() -> None:
     assert merged["commands"] == 6 and merged["workers"] == 2 and merged["enabled"] is True
 
 
+def test_profiles_sized_to_their_rows_keep_every_row() -> None:
+    one, two = profile_of({1: 1, 2: 1}), profile_of({3: 1, 4: 1})
+    one["max_shapes"] = two["max_shapes"] = 3  # as Recorder.snapshot sizes them: rows + 1
+    merged = merge_profiles([one, two])
+    assert merged["size"] == 4 and merged["overflow"]["count"] == 0
+
+
 def test_backoff_restarts_at_once_then_doubles_to_the_cap() -> None:
     assert [backoff_delay(n) for n in range(1, 6)] == [0.0, 0.5, 1.0, 2.0, 4.0]
     assert backoff_delay(50) == BACKOFF_CAP_S
