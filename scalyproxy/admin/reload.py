@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from scalyproxy.config import ConfigError, ProxyConfig, load_config, load_snapshot
 from scalyproxy.logs import log
@@ -33,6 +33,7 @@ from scalyproxy.server.proxy import Proxy
 POLL_INTERVAL_S: Final = 1.0
 RESTART_ONLY: Final = ("listen", "workers", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
 
+_T = TypeVar("_T")
 FileStamp = tuple[int, int, int]  # mtime_ns, size, inode
 
 
@@ -122,29 +123,37 @@ class Reloader:
 
     async def _reload(self, trigger: str) -> bool:
         assert isinstance(self.proxy, Proxy)
-        running = self.proxy.config
-        loop = asyncio.get_running_loop()
-        try:
-            built = await loop.run_in_executor(None, build, self.path, running, self.from_file)
-        except ConfigError as exc:
-            self._failed(trigger, exc)
+        built = await self._build(trigger, build, self.path, self.proxy.config, self.from_file)
+        if built is None:
             return False
-        except Exception as exc:  # a bug in compiling must not take the proxy down
-            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
-            self.on_failed()
-            return False
+        self._accepted(built)
         new = built.config
-        self._seen_hash = new.source_hash
-        self.from_file = built.from_file
-        if built.changed:
-            log.warning("reload_restart_required", config=self.path, fields=built.changed,
-                        detail="these settings keep their running values until a restart")
         self.proxy.apply(new, built.engine)
         log.set_level(new.log_level)
         self.on_applied(new)
         log.info("config_reloaded", trigger=trigger, config=self.path, generation=self.proxy.generation,
                  config_hash=new.source_hash[:12], collections=len(new.collections), read_only=new.read_only)
         return True
+
+    async def _build(self, trigger: str, make: Callable[..., _T], *args: Any) -> _T | None:
+        """``make(*args)`` in a thread (it reads and compiles the file); None, logged and
+        counted, when the file cannot be used."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, make, *args)
+        except ConfigError as exc:
+            self._failed(trigger, exc)
+        except Exception as exc:  # a bug in compiling must not take the proxy down
+            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
+            self.on_failed()
+        return None
+
+    def _accepted(self, built: Built) -> None:
+        self._seen_hash = built.config.source_hash
+        self.from_file = built.from_file
+        if built.changed:
+            log.warning("reload_restart_required", config=self.path, fields=built.changed,
+                        detail="these settings keep their running values until a restart")
 
     def _failed(self, trigger: str, exc: ConfigError) -> None:
         self._seen_hash = file_hash(self.path) or self._seen_hash

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 from bson import json_util
@@ -16,6 +15,7 @@ from scalyproxy.logs import log
 from scalyproxy.policy import Engine, Finding
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.server.relay import ClientConnection, RawRelayConnection
+from scalyproxy.server.tasks import TaskOwner
 from scalyproxy.server.tls import server_context
 from scalyproxy.server.upstream import UpstreamPool
 from scalyproxy.wire.command import CommandView
@@ -39,7 +39,7 @@ def command_values(view: CommandView) -> str:
     return text if len(text) <= MAX_LOGGED_VALUES else text[: MAX_LOGGED_VALUES - 3] + "..."
 
 
-class Proxy:
+class Proxy(TaskOwner):
     """One listening proxy. Connections read ``proxy.engine`` at every command, so
     swapping it (hot reload) takes effect from each connection's next command."""
 
@@ -85,16 +85,6 @@ class Proxy:
             return False
         self.connections.discard(conn)
         return True
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal_error", error=repr(task.exception()))
 
     def report_refusal(self, conn: ClientConnection, view: CommandView, finding: Finding, enforced: bool) -> None:
         """Log one refusal (or, in warn mode, what would have been refused) and report it."""

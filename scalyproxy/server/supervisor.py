@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,9 +32,10 @@ from scalyproxy.admin.fleet import Families, merge_families, merge_profiles, mer
 from scalyproxy.admin.http import AdminListener, Response, UpstreamProbe
 from scalyproxy.admin.metrics import FleetMetrics
 from scalyproxy.admin.reload import Built, Reloader, build
-from scalyproxy.config import ConfigError, HostPort, ProxyConfig, load_config_and_text
+from scalyproxy.config import HostPort, ProxyConfig, load_config_and_text
 from scalyproxy.logs import log
 from scalyproxy.server import channel
+from scalyproxy.server.tasks import TaskOwner
 from scalyproxy.server.upstream import UpstreamPool
 
 STABLE_S: Final = 10.0  # a worker that ran this long before it died is restarted at once again
@@ -136,7 +136,7 @@ class WorkerHandle:
         self.reader = self.writer = None
 
 
-class Supervisor:
+class Supervisor(TaskOwner):
     """Starts, watches, reloads and stops the workers; answers the admin listener."""
 
     def __init__(self, cfg: ProxyConfig, from_file: ProxyConfig, text: str, path: str,
@@ -160,16 +160,6 @@ class Supervisor:
         self.admin: FleetAdmin | None = None
 
     # -- what the Reloader reads -------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal_error", error=repr(task.exception()))
 
     # -- workers --------------------------------------------------------------------------
 
@@ -340,20 +330,11 @@ class FleetReloader(Reloader):
 
     async def _reload(self, trigger: str) -> bool:
         sup = self.supervisor
-        loop = asyncio.get_running_loop()
-        try:
-            text, built = await loop.run_in_executor(None, read_and_build, self.path, sup.config, sup.from_file)
-        except ConfigError as exc:
-            self._failed(trigger, exc)
+        got = await self._build(trigger, read_and_build, self.path, sup.config, sup.from_file)
+        if got is None:
             return False
-        except Exception as exc:  # a bug in compiling must not take the fleet down
-            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
-            self.on_failed()
-            return False
-        self._seen_hash = built.config.source_hash
-        if built.changed:
-            log.warning("reload_restart_required", config=self.path, fields=built.changed,
-                        detail="these settings keep their running values until a restart")
+        text, built = got
+        self._accepted(built)
         problems = await sup.apply(text, built)
         log.set_level(built.config.log_level)
         sup.metrics.config_reloads.labels("success").inc()
