@@ -89,9 +89,9 @@ class WorkerHandle:
     index: int
     state: str = "starting"  # starting | up | backing_off | stopped
     proc: asyncio.subprocess.Process | None = None
-    reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reading: asyncio.Task[None] | None = None
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     started_at: float = 0.0
     restarts: int = 0
     deaths_in_a_row: int = 0
@@ -105,19 +105,37 @@ class WorkerHandle:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    async def open(self, sock: socket.socket) -> None:
+        reader, self.writer = await channel.open_channel(sock)
+        self.reading = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand each answer to the request waiting for it (one that gave up is forgotten):
+        a slow answer never leaves the channel half read."""
+        try:
+            while True:
+                answer = await channel.receive(reader)
+                waiting = self.pending.pop(answer.get("id", -1), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
+        except channel.ChannelClosed as exc:
+            for waiting in self.pending.values():
+                if not waiting.done():
+                    waiting.set_exception(channel.ChannelClosed(str(exc)))
+            self.pending.clear()
+
     async def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
         """One request and its answer; ChannelClosed or TimeoutError when there is none."""
-        async with self.lock:
-            if self.reader is None or self.writer is None:
-                raise channel.ChannelClosed("no worker")
-            self._ids += 1
-            ident = self._ids
-            async with asyncio.timeout(timeout):
-                await channel.send(self.writer, {"op": op, "id": ident, **fields})
-                while True:
-                    answer = await channel.receive(self.reader)
-                    if answer.get("id") == ident:  # an answer to a request that timed out is skipped
-                        return answer
+        if self.writer is None or self.reading is None or self.reading.done():
+            raise channel.ChannelClosed("no worker")
+        self._ids += 1
+        ident = self._ids
+        answer = self.pending[ident] = asyncio.get_running_loop().create_future()
+        try:
+            await channel.send(self.writer, {"op": op, "id": ident, **fields})
+            return await asyncio.wait_for(answer, timeout)
+        finally:
+            self.pending.pop(ident, None)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"worker": self.index, "pid": self.pid, "state": self.state, "restarts": self.restarts}
@@ -133,7 +151,13 @@ class WorkerHandle:
     def close_channel(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        self.reader = self.writer = None
+        if self.reading is not None:
+            self.reading.cancel()
+        self.writer = self.reading = None
+        for waiting in self.pending.values():
+            if not waiting.done():
+                waiting.set_exception(channel.ChannelClosed("the worker is gone"))
+        self.pending.clear()
 
 
 class Supervisor(TaskOwner):
@@ -180,7 +204,7 @@ class Supervisor(TaskOwner):
             return False
         finally:
             child.close()
-        w.reader, w.writer = await channel.open_channel(parent)
+        await w.open(parent)
         generation = self.generation
         try:
             answer = await w.request(

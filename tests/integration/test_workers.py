@@ -247,6 +247,10 @@ def test_metrics_report_and_profile_merge_the_workers(
     assert value(m, "scalyproxy_commands_total", command="find", namespace="fleet.items", verdict="refused") == total
     assert value(m, "scalyproxy_refusals_total", rule="global_query", namespace="fleet.items") == total
     assert value(m, "scalyproxy_round_trip_seconds_count", command="find") == total
+    deadline = time.monotonic() + 5  # the extra connections spread() closed may still be closing
+    while value(m, "scalyproxy_client_connections") != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        m = scrape(admin)
     assert value(m, "scalyproxy_client_connections") == 2
     status, _, body = http(admin + "/report")
     report = json.loads(body)
