@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from scalyproxy.backend import FerretDB
-from tests.conftest import ProxyProcess
+from tests.conftest import ROOT, ProxyProcess
 from tests.integration.test_ops import (
     admin_of,
     http,
@@ -276,3 +278,20 @@ def test_sigterm_drains_every_worker(fleet: ProxyProcess, spread: dict[int, sock
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     stopped = [e for e in log_events(fleet) if e["event"] == "stopped"]
     assert sorted(e.get("worker", -1) for e in stopped) == [-1, 0, 1]
+
+
+def test_a_port_held_by_another_program_refuses_the_fleet(tmp_path: Path, ferretdb: FerretDB) -> None:
+    """A listener without SO_REUSEPORT owns the port: the supervisor says so and exits 1
+    (no worker is left behind)."""
+    config = tmp_path / "fleet.yaml"
+    config.write_text(CONFIG.format(upstream=ferretdb.uri))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalyproxy", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "worker_started" not in proc.stderr
