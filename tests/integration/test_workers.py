@@ -131,6 +131,9 @@ def spread(fleet: ProxyProcess) -> Iterator[dict[int, socket.socket]]:
             if len(by_pid) == 2:
                 break
         assert len(by_pid) == 2, "64 connections all went to one worker"
+        for s in extra:  # only one connection per worker stays open during the test
+            s.close()
+        extra.clear()
         yield by_pid
     finally:
         for s in [*extra, *by_pid.values()]:
@@ -249,7 +252,7 @@ def test_metrics_report_and_profile_merge_the_workers(
     assert value(m, "scalyproxy_commands_total", command="find", namespace="fleet.items", verdict="refused") == total
     assert value(m, "scalyproxy_refusals_total", rule="global_query", namespace="fleet.items") == total
     assert value(m, "scalyproxy_round_trip_seconds_count", command="find") == total
-    deadline = time.monotonic() + 5  # the extra connections spread() closed may still be closing
+    deadline = time.monotonic() + 5  # the extra connections spread() closed may still be closing on their worker
     while value(m, "scalyproxy_client_connections") != 2 and time.monotonic() < deadline:
         time.sleep(0.1)
         m = scrape(admin)
