@@ -29,6 +29,14 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forward bytes without reading them: no policy, no per-command metrics (benchmarks, bypass)",
     )
+    run.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="worker processes sharing the listen port (overrides the config's workers; auto: one per usable "
+        "core; 1: one process, no supervisor)",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by a supervisor for its workers
+    run.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate a config file (exit 0 when valid, 1 otherwise)")
     check.add_argument("file")

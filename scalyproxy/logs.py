@@ -21,6 +21,7 @@ class JsonLogger:
     def __init__(self, level: str = "info", stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.threshold = LEVELS.get(level, 20)
+        self.context: dict[str, Any] = {}  # fields of every line (a fleet's worker: its index)
 
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS.get(level, 20)
@@ -33,7 +34,7 @@ class JsonLogger:
             return
         now = time.time()
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-        record = {"ts": ts, "level": level, "event": event, **fields}
+        record = {"ts": ts, "level": level, "event": event, **self.context, **fields}
         try:
             self.stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
             self.stream.flush()

@@ -125,13 +125,32 @@ class ProxyProcess:
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
-def proxy_factory(
-    ferretdb: FerretDB, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., ProxyProcess]]:
-    """Start extra proxies: ``proxy_factory(config_path=..., upstream=..., extra_args=(...))``.
+#: what the fleet-marked modules run with: one process, and a supervisor with two workers
+FLEET_SIZES = (1, 2)
 
-    Every proxy started here is stopped (by PID) at the end of the session.
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``fleet`` (relay, guard, operations, reliability) run every test twice:
+    once against one process and once against ``--workers 2``."""
+    if "workers" in metafunc.fixturenames and metafunc.definition.get_closest_marker("fleet"):
+        metafunc.parametrize("workers", FLEET_SIZES, indirect=True, scope="module",
+                             ids=[f"workers{n}" for n in FLEET_SIZES])
+
+
+@pytest.fixture(scope="module")
+def workers(request: pytest.FixtureRequest) -> int:
+    """How many worker processes this module's proxies run (1: one process, no supervisor)."""
+    return int(getattr(request, "param", 1))
+
+
+@pytest.fixture(scope="module")
+def proxy_factory(
+    ferretdb: FerretDB, tmp_path_factory: pytest.TempPathFactory, workers: int
+) -> Iterator[Callable[..., ProxyProcess]]:
+    """Start extra proxies: ``proxy_factory(config_path=..., upstream=..., extra_args=(...))``,
+    with the module's ``workers`` (``workers=N`` overrides it).
+
+    Every proxy started here is stopped (by PID) at the end of the module.
     """
     started: list[ProxyProcess] = []
     log_dir = tmp_path_factory.mktemp("proxy-logs")
@@ -140,8 +159,10 @@ def proxy_factory(
         config_path: Path | str = BLOG_CONFIG,
         upstream: str | None = None,
         extra_args: tuple[str, ...] = (),
+        workers: int = workers,
     ) -> ProxyProcess:
-        p = ProxyProcess(Path(config_path), upstream or ferretdb.uri, extra_args=extra_args)
+        fleet = ("--workers", str(workers)) if workers > 1 else ()
+        p = ProxyProcess(Path(config_path), upstream or ferretdb.uri, extra_args=(*extra_args, *fleet))
         started.append(p)
         return p.start(log_dir)
 
@@ -152,7 +173,7 @@ def proxy_factory(
             p.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def blog_proxy(proxy_factory: Callable[..., ProxyProcess]) -> ProxyProcess:
     """The proxy with config/blog.yaml (issue 5's config) in front of the session's FerretDB."""
     return proxy_factory(BLOG_CONFIG)

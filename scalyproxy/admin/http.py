@@ -14,16 +14,17 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.admin.report import ShadowReport
-from scalyproxy.config import HostPort
+from scalyproxy.config import HostPort, ProxyConfig
 from scalyproxy.evidence.recorder import Recorder
 from scalyproxy.logs import log
 from scalyproxy.server.proxy import Proxy
+from scalyproxy.server.upstream import UpstreamPool
 
 MAX_HEAD: Final = 8192
 READ_TIMEOUT_S: Final = 5.0
@@ -72,10 +73,20 @@ def parse_request_line(head: bytes) -> tuple[str, str]:
     return parts[0], parts[1].split("?", 1)[0]
 
 
+class HasUpstreams(Protocol):
+    """A :class:`Proxy`, or a fleet's supervisor."""
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def upstreams(self) -> UpstreamPool: ...
+
+
 class UpstreamProbe:
     """Is at least one upstream host accepting TCP connections? (cached briefly)"""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: HasUpstreams) -> None:
         self.proxy = proxy
         self._ok_until = 0.0
         self._ok_host: str | None = None
@@ -102,16 +113,11 @@ class UpstreamProbe:
         return None, error
 
 
-class AdminServer:
-    """Serves the admin endpoints for one :class:`Proxy`."""
+class AdminListener:
+    """The HTTP side of the admin listener; subclasses serve the pages (one proxy, or a fleet
+    of workers: :mod:`scalyproxy.server.supervisor`)."""
 
-    def __init__(self, proxy: Proxy, metrics: Metrics, report: ShadowReport,
-                 recorder: Recorder | None = None) -> None:
-        self.proxy = proxy
-        self.metrics = metrics
-        self.report = report
-        self.recorder = recorder
-        self.probe = UpstreamProbe(proxy)
+    def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.open = 0
         self.routes: dict[str, Callable[[], Awaitable[Response]]] = {
@@ -122,6 +128,24 @@ class AdminServer:
             "/profile": self.profile_page,
             "/": self.index,
         }
+
+    async def metrics_page(self) -> Response:
+        raise NotImplementedError
+
+    async def healthz(self) -> Response:
+        raise NotImplementedError
+
+    async def readyz(self) -> Response:
+        raise NotImplementedError
+
+    async def report_page(self) -> Response:
+        raise NotImplementedError
+
+    async def profile_page(self) -> Response:
+        raise NotImplementedError
+
+    async def index(self) -> Response:
+        return Response.text(200, "scalyproxy admin: /metrics /healthz /readyz /report /profile")
 
     async def start(self, listen: HostPort) -> str:
         self.server = await asyncio.start_server(
@@ -179,6 +203,19 @@ class AdminServer:
             return Response.text(404, f"no such page: {path[:100]} (try /metrics, /healthz, /readyz, /report, /profile)"), False
         return await route(), method == "HEAD"
 
+
+class AdminServer(AdminListener):
+    """Serves the admin endpoints for one :class:`Proxy`."""
+
+    def __init__(self, proxy: Proxy, metrics: Metrics, report: ShadowReport,
+                 recorder: Recorder | None = None) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.metrics = metrics
+        self.report = report
+        self.recorder = recorder
+        self.probe = UpstreamProbe(proxy)
+
     # -- pages ------------------------------------------------------------------------
 
     async def metrics_page(self) -> Response:
@@ -210,6 +247,3 @@ class AdminServer:
         doc["enabled"] = self.proxy.config.profile.enabled
         doc["sink"] = self.proxy.config.profile.sink
         return Response.json(200, doc)
-
-    async def index(self) -> Response:
-        return Response.text(200, "scalyproxy admin: /metrics /healthz /readyz /report /profile")

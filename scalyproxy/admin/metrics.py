@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import generate_latest
@@ -219,7 +219,16 @@ METRICS: Final[tuple[Spec, ...]] = (
 )
 
 
+#: A fleet's supervisor (``workers: N``) keeps these of its own; the workers' others are merged.
+SUPERVISOR_OWNED: Final = ("config_reloads", "config_generation", "config", "read_only")
+FLEET_METRICS: Final[tuple[Spec, ...]] = (
+    Spec(Gauge, "workers", "Worker processes the fleet runs (workers: N)"),
+    Spec(Gauge, "workers_up", "Worker processes accepting connections"),
+    Spec(Counter, "worker_restarts", "Worker processes restarted after they died, by worker", ("worker",)),
+)
+
 Built = HotCounter | HotHistogram | Counter | Gauge | Info
+_M = TypeVar("_M", Counter, Gauge, Info)
 
 
 def _build(spec: Spec, registry: CollectorRegistry) -> Built:
@@ -343,3 +352,43 @@ class Metrics:
         for refresh in self.before_scrape:
             refresh()
         return generate_latest(self.registry)
+
+    def families(self) -> list[dict[str, Any]]:
+        """Every metric as JSON (a fleet's worker sends this to its supervisor, which merges
+        the workers' families: :mod:`scalyproxy.admin.fleet`)."""
+        for refresh in self.before_scrape:
+            refresh()
+        return [{"name": m.name, "type": m.type, "help": m.documentation,
+                 "samples": [[s.name, s.labels, s.value] for s in m.samples]}
+                for m in self.registry.collect()]
+
+
+def _typed(metric: Built, kind: type[_M]) -> _M:
+    assert isinstance(metric, kind)
+    return metric
+
+
+class FleetMetrics:
+    """The supervisor's own metrics: :data:`FLEET_METRICS` and the config's
+    (:data:`SUPERVISOR_OWNED`, one reload of the fleet counts once)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        specs = {s.name: s for s in METRICS}
+        built = {name: _build(specs[name], self.registry) for name in SUPERVISOR_OWNED}
+        built.update({s.name: _build(s, self.registry) for s in FLEET_METRICS})
+        self.owned = frozenset(PREFIX + name for name in SUPERVISOR_OWNED)
+        self.config_reloads = _typed(built["config_reloads"], Counter)
+        self.config_generation = _typed(built["config_generation"], Gauge)
+        self.config_info = _typed(built["config"], Info)
+        self.read_only = _typed(built["read_only"], Gauge)
+        self.workers = _typed(built["workers"], Gauge)
+        self.workers_up = _typed(built["workers_up"], Gauge)
+        self.worker_restarts = _typed(built["worker_restarts"], Counter)
+        for outcome in ("success", "failure"):
+            self.config_reloads.labels(outcome)
+
+    def config_loaded(self, source: str | None, sha256: str, read_only: bool, generation: int) -> None:
+        self.config_generation.set(generation)
+        self.config_info.info({"path": source or "", "sha256": sha256})
+        self.read_only.set(1 if read_only else 0)

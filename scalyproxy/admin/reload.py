@@ -20,19 +20,20 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
-from scalyproxy.config import ConfigError, ProxyConfig, load_config
+from scalyproxy.config import ConfigError, ProxyConfig, load_config, load_snapshot
 from scalyproxy.logs import log
 from scalyproxy.policy import Engine
 from scalyproxy.server.proxy import Proxy
 
 POLL_INTERVAL_S: Final = 1.0
-RESTART_ONLY: Final = ("listen", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
+RESTART_ONLY: Final = ("listen", "workers", "upstream", "tls", "admin_listen", "profile.sink", "profile.flush_interval_s")
 
+_T = TypeVar("_T")
 FileStamp = tuple[int, int, int]  # mtime_ns, size, inode
 
 
@@ -44,13 +45,14 @@ class Built:
     changed: list[str]  # restart-only fields the file changed since it was last loaded
 
 
-def build(path: str, running: ProxyConfig, last_file: ProxyConfig) -> Built:
-    """Load and compile ``path``. Raises ConfigError (or another exception) when it cannot be used.
+def build(path: str, running: ProxyConfig, last_file: ProxyConfig, text: str | None = None) -> Built:
+    """Load and compile ``path`` (or ``text``, read from it earlier). Raises ConfigError (or
+    another exception) when it cannot be used.
 
     ``last_file`` is the file as last loaded, so that ``--listen``/``--upstream``
     overrides are not taken for changes.
     """
-    from_file = load_config(path)
+    from_file = load_config(path) if text is None else load_snapshot(text, path)
     changed = [name for name in RESTART_ONLY if _get(from_file, name) != _get(last_file, name)]
     config = from_file
     for name in RESTART_ONLY:
@@ -88,10 +90,19 @@ def file_hash(path: str) -> str | None:
         return None
 
 
+class Reloadable(Protocol):
+    """What a :class:`Reloader` reloads: a :class:`Proxy`, or a fleet's supervisor."""
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+
 class Reloader:
     """Reloads ``path`` into ``proxy``; ``on_applied(config)`` runs after each swap."""
 
-    def __init__(self, proxy: Proxy, path: str, from_file: ProxyConfig,
+    def __init__(self, proxy: Reloadable, path: str, from_file: ProxyConfig,
                  on_applied: Callable[[ProxyConfig], None], on_failed: Callable[[], None]) -> None:
         self.proxy = proxy
         self.path = path
@@ -111,29 +122,38 @@ class Reloader:
             return await self._reload(trigger)
 
     async def _reload(self, trigger: str) -> bool:
-        running = self.proxy.config
-        loop = asyncio.get_running_loop()
-        try:
-            built = await loop.run_in_executor(None, build, self.path, running, self.from_file)
-        except ConfigError as exc:
-            self._failed(trigger, exc)
+        assert isinstance(self.proxy, Proxy)
+        built = await self._build(trigger, build, self.path, self.proxy.config, self.from_file)
+        if built is None:
             return False
-        except Exception as exc:  # a bug in compiling must not take the proxy down
-            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
-            self.on_failed()
-            return False
+        self._accepted(built)
         new = built.config
-        self._seen_hash = new.source_hash
-        self.from_file = built.from_file
-        if built.changed:
-            log.warning("reload_restart_required", config=self.path, fields=built.changed,
-                        detail="these settings keep their running values until a restart")
         self.proxy.apply(new, built.engine)
         log.set_level(new.log_level)
         self.on_applied(new)
         log.info("config_reloaded", trigger=trigger, config=self.path, generation=self.proxy.generation,
                  config_hash=new.source_hash[:12], collections=len(new.collections), read_only=new.read_only)
         return True
+
+    async def _build(self, trigger: str, make: Callable[..., _T], *args: Any) -> _T | None:
+        """``make(*args)`` in a thread (it reads and compiles the file); None, logged and
+        counted, when the file cannot be used."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, make, *args)
+        except ConfigError as exc:
+            self._failed(trigger, exc)
+        except Exception as exc:  # a bug in compiling must not take the proxy down
+            log.error("config_reload_failed", trigger=trigger, config=self.path, errors=1, error=repr(exc))
+            self.on_failed()
+        return None
+
+    def _accepted(self, built: Built) -> None:
+        self._seen_hash = built.config.source_hash
+        self.from_file = built.from_file
+        if built.changed:
+            log.warning("reload_restart_required", config=self.path, fields=built.changed,
+                        detail="these settings keep their running values until a restart")
 
     def _failed(self, trigger: str, exc: ConfigError) -> None:
         self._seen_hash = file_hash(self.path) or self._seen_hash

@@ -6,7 +6,13 @@ Pure except for reading the file in :func:`load_config`.
 from __future__ import annotations
 
 from scalyproxy.config.errors import ConfigError, ConfigIssue
-from scalyproxy.config.loader import load_config, load_config_text
+from scalyproxy.config.loader import (
+    load_config,
+    load_config_and_text,
+    load_config_text,
+    load_snapshot,
+    parse_workers,
+)
 from scalyproxy.config.model import (
     NUMERIC_TYPES,
     TYPE_NAMES,
@@ -40,5 +46,8 @@ __all__ = [
     "TlsConfig",
     "TypeSpec",
     "load_config",
+    "load_config_and_text",
     "load_config_text",
+    "load_snapshot",
+    "parse_workers",
 ]

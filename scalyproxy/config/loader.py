@@ -53,6 +53,7 @@ Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
 TOP_KEYS = (
     "listen",
+    "workers",
     "upstream",
     "tls",
     "limits",
@@ -90,14 +91,47 @@ _DIRECTIONS: dict[object, IndexDirection] = {
 }
 
 
+MAX_WORKERS = 256
+
+
+def usable_cores() -> int:
+    """``workers: auto``: the CPUs this process may run on (its affinity mask, which a
+    container's cpuset narrows), not every CPU of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text: str) -> int:
+    """``--workers N|auto``; ValueError naming the fix."""
+    if text == "auto":
+        return usable_cores()
+    if text.isdigit() and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise ValueError(f"--workers: bad value {text!r} (an integer from 1 to {MAX_WORKERS}, or auto)")
+
+
+def load_snapshot(text: str, path: str | os.PathLike[str]) -> ProxyConfig:
+    """The config of ``path`` from its text as read earlier (a fleet's workers all load the
+    very text their supervisor validated, whatever the file says by then)."""
+    source = os.fspath(path)
+    return _load(text, source, Path(source).resolve().parent)
+
+
 def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
     """Read, validate and return the config at ``path``; raise ConfigError with every problem."""
+    return load_config_and_text(path)[0]
+
+
+def load_config_and_text(path: str | os.PathLike[str]) -> tuple[ProxyConfig, str]:
+    """:func:`load_config`, and the text it was read from."""
     source = os.fspath(path)
     try:
         text = Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([_issue(None, "", f"cannot read the config file: {exc}")], source) from None
-    return _load(text, source, Path(source).resolve().parent)
+    return _load(text, source, Path(source).resolve().parent), text
 
 
 def load_config_text(text: str, source: str = "<string>") -> ProxyConfig:
@@ -168,6 +202,17 @@ class _Reader:
             values["drift_check_interval_s"] = read_number(node, "drift_check_interval_s", issues, integer=False, minimum=0.001)
         if "drift_check" in entries:
             values["drift_check"] = self.drift_check(entries["drift_check"][1])
+        if "workers" in entries:
+            values["workers"] = self.workers(entries["workers"][1])
+
+    def workers(self, node: yaml.Node) -> int | Invalid:
+        value = scalar_value(node) if isinstance(node, yaml.ScalarNode) else None
+        if value == "auto":
+            return usable_cores()
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+            return value
+        self.issues.add(node, "workers", f"bad value {kind_of(node)} (an integer from 1 to {MAX_WORKERS}, or auto)")
+        return INVALID
 
     def drift_check(self, node: yaml.Node) -> bool | str | Invalid:
         value = scalar_value(node) if isinstance(node, yaml.ScalarNode) else None

@@ -247,6 +247,7 @@ class ProfileConfig:
 @dataclass(frozen=True)
 class ProxyConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 27017))
+    workers: int = 1  # processes accepting on listen (SO_REUSEPORT) under a supervisor when > 1
     upstream: str = "mongodb://127.0.0.1:27018"
     tls: TlsConfig | None = None
     limits: Limits = field(default_factory=Limits)

@@ -24,7 +24,13 @@ from scalyproxy.admin.profile_flush import ProfileFlusher
 from scalyproxy.admin.reload import Reloader
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.backend import BackendError, FerretDB
-from scalyproxy.config import ConfigError, HostPort, ProxyConfig, load_config
+from scalyproxy.config import (
+    ConfigError,
+    HostPort,
+    ProxyConfig,
+    load_config_and_text,
+    parse_workers,
+)
 from scalyproxy.evidence.fields import configured_keys
 from scalyproxy.evidence.recorder import Recorder
 from scalyproxy.logs import log
@@ -35,12 +41,15 @@ from scalyproxy.sinks import open_sink
 SHUTDOWN_GRACE_S = 10.0
 
 
-def apply_overrides(cfg: ProxyConfig, listen: str | None, upstream: str | None) -> ProxyConfig:
+def apply_overrides(cfg: ProxyConfig, listen: str | None, upstream: str | None,
+                    workers: str | None = None) -> ProxyConfig:
     changes: dict[str, Any] = {}
     if listen:
         changes["listen"] = HostPort.parse(listen)
     if upstream:
         changes["upstream"] = upstream
+    if workers:
+        changes["workers"] = parse_workers(workers)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -182,9 +191,13 @@ def _refuse_start(message: str) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if getattr(args, "worker_fd", None) is not None:  # one of a supervisor's workers
+        from scalyproxy.server.worker import run_worker
+
+        return run_worker(args.worker_index or 0, args.worker_fd)
     try:
-        from_file = load_config(args.config)
-        cfg = apply_overrides(from_file, args.listen, args.upstream)
+        from_file, text = load_config_and_text(args.config)
+        cfg = apply_overrides(from_file, args.listen, args.upstream, getattr(args, "workers", None))
     except ConfigError as exc:
         print(f"scalyproxy: invalid config:\n{exc}", file=sys.stderr)
         return 1
@@ -203,9 +216,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.info("embedded_backend_started", uri=backend.uri, data_dir=backend.data_dir, server="FerretDB v1.24.2")
     loop_kind = install_uvloop()
     log.debug("event_loop", kind=loop_kind)
+    relay_only = getattr(args, "relay_only", False)
     try:
+        if cfg.workers > 1:
+            from scalyproxy.server.supervisor import supervise
+
+            return asyncio.run(supervise(cfg, from_file, text, args.config, relay_only, SHUTDOWN_GRACE_S, _announce))
         return asyncio.run(serve(cfg, announce=True, config_path=args.config, from_file=from_file,
-                                 relay_only=getattr(args, "relay_only", False)))
+                                 relay_only=relay_only))
     except UpstreamConfigError as exc:
         print(f"scalyproxy: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 from bson import json_util
@@ -16,6 +15,7 @@ from scalyproxy.logs import log
 from scalyproxy.policy import Engine, Finding
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.server.relay import ClientConnection, RawRelayConnection
+from scalyproxy.server.tasks import TaskOwner
 from scalyproxy.server.tls import server_context
 from scalyproxy.server.upstream import UpstreamPool
 from scalyproxy.wire.command import CommandView
@@ -39,7 +39,7 @@ def command_values(view: CommandView) -> str:
     return text if len(text) <= MAX_LOGGED_VALUES else text[: MAX_LOGGED_VALUES - 3] + "..."
 
 
-class Proxy:
+class Proxy(TaskOwner):
     """One listening proxy. Connections read ``proxy.engine`` at every command, so
     swapping it (hot reload) takes effect from each connection's next command."""
 
@@ -59,6 +59,7 @@ class Proxy:
         self.generation = 1  # +1 per successful reload
         self._address: str | None = None
         self.admin_address: str | None = None  # set by the admin listener, for the "started" line
+        self.worker: int | None = None  # a fleet's worker (workers: N): its index; it shares the port
 
     # -- used by connections --------------------------------------------------------
 
@@ -84,16 +85,6 @@ class Proxy:
             return False
         self.connections.discard(conn)
         return True
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal_error", error=repr(task.exception()))
 
     def report_refusal(self, conn: ClientConnection, view: CommandView, finding: Finding, enforced: bool) -> None:
         """Log one refusal (or, in warn mode, what would have been refused) and report it."""
@@ -137,10 +128,11 @@ class Proxy:
             ssl=ssl_ctx,
             backlog=1024,
             reuse_address=True,
+            reuse_port=True if self.worker is not None else None,
         )
         self.spawn(self._sweep())
         log.info(
-            "started",
+            "started" if self.worker is None else "worker_started",
             listen=self.address,
             upstream=[h.address for h in self.upstreams.hosts],
             tls=bool(ssl_ctx),

@@ -3,12 +3,16 @@
 Each write appends the rows of one delta, each line a row as ``/profile`` shows
 it plus ``flushed_at``; the overflow row has ``"shape_id": "overflow"``.
 Each key sketch (:mod:`scalyproxy.evidence.sketches`) of the delta is one more line,
-``{"flushed_at": ..., "sketch": {...}}``; reading unions them. Reading sums every line, so a file written by several runs (or proxies,
-each with its own file, concatenated) reads as their total.
+``{"flushed_at": ..., "sketch": {...}}``; reading unions them. Reading sums every line,
+so a file written by several runs (or proxies, each with its own file, concatenated)
+reads as their total. The workers of a fleet (``workers: N``) each append their own
+deltas to the one file, under an exclusive lock per write, so their lines never
+interleave.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -36,6 +40,7 @@ class FileSink:
             return 0
         try:
             with open(self.path, "a", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)  # the workers of a fleet append to one file
                 f.write("\n".join(lines) + "\n")
         except OSError as exc:
             raise SinkError(f"cannot append to {self.path}: {exc}") from None

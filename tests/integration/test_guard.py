@@ -13,6 +13,8 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from tests.conftest import BLOG_CONFIG, ProxyProcess
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 GLOBAL_MSG = "Some or all of the shard key was not specified.  Missing fields were title."
 MARKER = "scaly:allow-global"
 

@@ -26,6 +26,8 @@ from pymongo.errors import OperationFailure
 
 from tests.conftest import ROOT, ProxyProcess
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Client = MongoClient[dict[str, Any]]
 

@@ -25,6 +25,8 @@ from tests.integration.test_ops import (
     wait_for_event,
 )
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 __all__ = ["start_proxy"]  # the fixture, imported for this module's tests
 
 BASE = """\

@@ -32,6 +32,8 @@ from scalyproxy.sinks.sources import read_source
 from tests.conftest import ROOT, ProxyProcess
 from tests.integration.test_ops import admin_of, scrape, value, wait_for_event
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 Client = MongoClient[dict[str, Any]]
 MARK = "scaly:allow-global"
 

@@ -44,6 +44,8 @@ from tests.reliability.helpers import (
     write_config,
 )
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 
 def test_the_corpus_has_75_decode_errors() -> None:
     assert len(DECODE_ERRORS) == 75, "the bson-corpus changed: update R1's expectations"

@@ -29,6 +29,8 @@ from tests.reliability.helpers import (
 )
 from tests.scripted_peer import ScriptedPeer
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 SECRETS = {
     "sasl": b"n,,n=alice,r=SECRET-NONCE-4f9a1c",
     "password": "SECRET-PASSWORD-77c2",

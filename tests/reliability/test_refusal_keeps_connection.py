@@ -31,6 +31,8 @@ from tests.reliability.helpers import (
     response_to,
 )
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 PROTOCOL, UNSUPPORTED, GLOBAL = 29005, 29006, 29001
 TWICE = doc(("author", "a"), ("title", "t"), ("title", doc(("$ne", "t"))))
 

@@ -40,6 +40,8 @@ from tests.reliability.helpers import (
 )
 from tests.scripted_peer import ScriptedPeer
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 GLOBAL, DENIED, PROTOCOL, UNSUPPORTED = 29001, 29004, 29005, 29006
 GLOBAL_FILTER = {"author": "a"}
 TARGETED = {"author": "a", "title": "t"}

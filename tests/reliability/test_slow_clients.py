@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ProxyProcess
 from tests.reliability.bigpeer import BigReplyPeer
 from tests.reliability.helpers import (
@@ -34,6 +36,8 @@ from tests.reliability.helpers import (
     summary,
     write_config,
 )
+
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
 
 MEMORY_BOUND_KB = 256 * 1024
 

@@ -17,11 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pymongo import MongoClient
 from pymongo.write_concern import WriteConcern
 
 from tests.conftest import ProxyProcess
 from tests.reliability.helpers import report, scaled, write_config
+
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
 
 DB = "r8soak"
 

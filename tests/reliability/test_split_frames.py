@@ -22,6 +22,8 @@ from tests.fuzz.targets import split_frames, split_relay_input
 from tests.reliability.conftest import Upstream
 from tests.reliability.helpers import connect, op_msg, op_query, recv_message, report, response_to
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus"
 
 

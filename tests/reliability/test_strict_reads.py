@@ -30,6 +30,8 @@ from tests.reliability.helpers import (
 )
 from tests.strict_cases import ALWAYS_STRICT, DECLARED, READ_WHEN_DECLARED, UNDECLARED, UNREAD
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 PROTOCOL = 29005
 
 

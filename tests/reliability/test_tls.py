@@ -23,7 +23,8 @@ from tests.reliability.conftest import Upstream
 from tests.reliability.helpers import op_msg, recv_message, reply_doc, response_to
 from tests.scripted_peer import ScriptedPeer
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+pytestmark = [pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command"),
+              pytest.mark.fleet]  # each test also runs against --workers 2 (tests/conftest.py)
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -28,6 +28,8 @@ from tests.conftest import ProxyProcess
 from tests.reliability.faults import FaultLink
 from tests.reliability.helpers import connect, op_msg, recv_message, report, scaled, write_config
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 DOCS = 64
 SWEEP_SLACK_S = 1.5  # the sweeper runs every 0.5 s; a loaded 2-core machine adds some
 

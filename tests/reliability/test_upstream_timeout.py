@@ -18,6 +18,8 @@ from scalyproxy.server.proxy import Proxy
 from tests.fuzz.memrelay import MemoryRelay, captured_logs, proxy_for
 from tests.reliability.helpers import op_msg, write_config
 
+pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
+
 MORE_TO_COME = 1 << 1
 
 

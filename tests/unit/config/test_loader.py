@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from scalyproxy.config import (
     ProxyConfig,
     load_config,
     load_config_text,
+    parse_workers,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -110,6 +112,9 @@ def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
         ("log_level: loud\n", 1, "log_level", "debug | info | warning | error"),
         ("read_only: maybe\n", 1, "read_only", "true or false"),
         ("drift_check: sometimes\n", 1, "drift_check", "strict"),
+        ("workers: 0\n", 1, "workers", "an integer from 1 to 256, or auto"),
+        ("workers: many\n", 1, "workers", "or auto"),
+        ("workers: true\n", 1, "workers", "or auto"),
         ("tls:\n  cert_file: a.pem\n", 2, "tls.key_file", "missing"),
         ("policy:\n  targeting: partial\n", 2, "policy.targeting", "full | prefix"),
         ("policy:\n  unknown_namespaces: block\n", 2, "policy.unknown_namespaces", "allow | warn | deny"),
@@ -410,3 +415,17 @@ def test_profile_section(tmp_path: Path) -> None:
 def test_profile_errors_name_line_and_key(text: str, line: int, path: str, fragment: str) -> None:
     found = errors_of(text)
     assert any(ln == line and p == path and fragment in msg for ln, p, msg in found), found
+
+
+def test_workers_default_number_and_auto() -> None:
+    assert load_config_text("listen: 127.0.0.1:1\n").workers == 1
+    assert load_config_text("workers: 3\n").workers == 3
+    assert load_config_text("workers: auto\n").workers == len(os.sched_getaffinity(0))
+
+
+def test_workers_on_the_command_line() -> None:
+    assert parse_workers("4") == 4
+    assert parse_workers("auto") == len(os.sched_getaffinity(0))
+    for bad in ("0", "-1", "two", "257", ""):
+        with pytest.raises(ValueError, match="--workers"):
+            parse_workers(bad)

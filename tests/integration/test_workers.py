@@ -1,0 +1,300 @@
+"""``workers: 2``: a supervisor and two worker processes on one port, against the real
+FerretDB. Which worker holds a connection is read from /proc (the worker process
+whose file descriptors include the server side of that TCP connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalyproxy.backend import FerretDB
+from tests.conftest import ROOT, ProxyProcess
+from tests.integration.test_ops import (
+    admin_of,
+    http,
+    log_events,
+    scrape,
+    start_proxy,
+    value,
+    wait_for_event,
+)
+from tests.reliability.helpers import connect, op_msg, recv_message, reply_doc
+
+__all__ = ["start_proxy"]  # the fixture, imported for this module's tests
+
+CONFIG = """\
+listen: 127.0.0.1:0
+upstream: {upstream}
+admin_listen: 127.0.0.1:0
+workers: 2
+policy:
+  unknown_namespaces: allow
+  rules: {{unindexed_query: off}}
+collections:
+  fleet.items:
+    structure: {{owner: string, n: int}}
+    indexes:
+      - fields: [owner]
+        shard_key: true
+"""
+
+BROKEN = """\
+listen: 127.0.0.1:0
+upstream: {upstream}
+admin_listen: 127.0.0.1:0
+workers: 2
+read_only: perhaps
+"""
+
+
+def _inodes_of(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def _server_inode(proxy_port: int, client_port: int) -> str | None:
+    """The inode of the proxy's side of the connection from ``client_port``."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, remote, inode = parts[1], parts[2], parts[9]
+            if int(local.split(":")[1], 16) == proxy_port and int(remote.split(":")[1], 16) == client_port:
+                return inode
+    return None
+
+
+def worker_pids(p: ProxyProcess) -> list[int]:
+    started = [e for e in log_events(p) if e["event"] == "started"]
+    return [int(pid) for pid in started[0]["pids"]]
+
+
+def owner(p: ProxyProcess, s: socket.socket, pids: list[int]) -> int:
+    """The pid of the worker serving socket ``s``."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        inode = _server_inode(p.port, s.getsockname()[1])
+        for pid in pids:
+            if inode is not None and inode in _inodes_of(pid):
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("no worker holds the connection")
+
+
+def ping(s: socket.socket, request_id: int) -> dict[str, Any]:
+    s.sendall(op_msg({"ping": 1, "$db": "admin"}, request_id=request_id))
+    return reply_doc(recv_message(s))
+
+
+def command(s: socket.socket, body: dict[str, Any], request_id: int) -> dict[str, Any]:
+    s.sendall(op_msg(body, request_id=request_id))
+    return reply_doc(recv_message(s))
+
+
+@pytest.fixture()
+def fleet(start_proxy: Callable[..., ProxyProcess], ferretdb: FerretDB) -> ProxyProcess:
+    return start_proxy(CONFIG.format(upstream=ferretdb.uri), name="fleet.yaml")
+
+
+@pytest.fixture()
+def spread(fleet: ProxyProcess) -> Iterator[dict[int, socket.socket]]:
+    """One open connection on each worker: {worker pid: socket}."""
+    pids = worker_pids(fleet)
+    assert len(pids) == 2 and len(set(pids)) == 2
+    by_pid: dict[int, socket.socket] = {}
+    extra: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            s = connect(fleet.port)
+            pid = owner(fleet, s, pids)
+            if pid in by_pid:
+                extra.append(s)
+            else:
+                by_pid[pid] = s
+            if len(by_pid) == 2:
+                break
+        assert len(by_pid) == 2, "64 connections all went to one worker"
+        for s in extra:  # only one connection per worker stays open during the test
+            s.close()
+        extra.clear()
+        yield by_pid
+    finally:
+        for s in [*extra, *by_pid.values()]:
+            s.close()
+
+
+def test_fleet_announces_one_port_and_runs_two_workers(fleet: ProxyProcess) -> None:
+    pids = worker_pids(fleet)
+    started = [e for e in log_events(fleet) if e["event"] == "worker_started"]
+    assert sorted(e["worker"] for e in started) == [0, 1]
+    assert {e["listen"] for e in started} == {f"127.0.0.1:{fleet.port}"}
+    assert fleet.proc is not None and fleet.proc.pid not in pids
+    status, _, body = http(admin_of(fleet) + "/readyz")
+    doc = json.loads(body)
+    assert status == 200 and [w["state"] for w in doc["workers"]] == ["up", "up"]
+    m = scrape(admin_of(fleet))
+    assert value(m, "scalyproxy_workers") == 2 and value(m, "scalyproxy_workers_up") == 2
+
+
+def test_killed_worker_is_restarted_and_the_other_keeps_its_connections(
+    fleet: ProxyProcess, spread: dict[int, socket.socket]
+) -> None:
+    victim, survivor = sorted(spread)
+    assert ping(spread[survivor], 1)["ok"] == 1
+    os.kill(victim, signal.SIGKILL)
+    exited = wait_for_event(fleet, "worker_exited")
+    assert exited["pid"] == victim and exited["status"] == "killed by SIGKILL" and exited["restart_in_s"] == 0
+    restarted = wait_for_event(fleet, "worker_restarted")
+    assert restarted["worker"] == exited["worker"] and restarted["pid"] != victim
+    for i in range(2, 12):  # the survivor's connection was never touched
+        assert ping(spread[survivor], i)["ok"] == 1
+    assert spread[victim].recv(1) == b""  # the killed worker's connection is gone with it
+    admin = admin_of(fleet)
+    deadline = time.monotonic() + 10
+    while http(admin + "/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, _, body = http(admin + "/readyz")
+    assert status == 200, body
+    m = scrape(admin)
+    assert value(m, "scalyproxy_worker_restarts_total", worker=str(exited["worker"])) == 1
+    assert value(m, "scalyproxy_workers_up") == 2
+    with connect(fleet.port) as s:  # new connections are served
+        assert ping(s, 99)["ok"] == 1
+
+
+def test_a_worker_that_keeps_dying_backs_off_and_readyz_says_so(fleet: ProxyProcess) -> None:
+    admin = admin_of(fleet)
+    first = worker_pids(fleet)[1]
+    os.kill(first, signal.SIGKILL)
+    again = wait_for_event(fleet, "worker_restarted", worker=1)
+    os.kill(again["pid"], signal.SIGKILL)  # a second death within STABLE_S of its start
+    status, _, body = http(admin + "/readyz")
+    doc = json.loads(body)
+    assert status == 503 and "worker 1" in doc["reason"], doc
+    second = wait_for_event(fleet, "worker_exited", count=2, worker=1)
+    assert second["deaths_in_a_row"] == 2 and second["restart_in_s"] == 0.5
+    wait_for_event(fleet, "worker_restarted", count=2, worker=1)
+    status, _, body = http(admin + "/healthz")
+    assert status == 200 and body.startswith("ok")
+
+
+def test_a_bad_file_on_sighup_changes_no_worker_and_a_good_one_every_worker(
+    fleet: ProxyProcess, spread: dict[int, socket.socket], ferretdb: FerretDB
+) -> None:
+    assert fleet.proc is not None
+    admin = admin_of(fleet)
+    find = {"find": "items", "filter": {"n": 1}, "$db": "fleet"}  # no shard key: refused
+    for s in spread.values():
+        assert command(s, find, 1)["codeName"] == "ScalyGlobalQuery"
+    fleet.config_path.write_text(BROKEN.format(upstream=ferretdb.uri))
+    fleet.proc.send_signal(signal.SIGHUP)
+    failed = wait_for_event(fleet, "config_reload_failed", trigger="sighup")
+    assert failed["errors"] == 1
+    time.sleep(0.5)
+    assert not [e for e in log_events(fleet) if e["event"] in ("worker_config_applied", "config_reloaded")]
+    for s in spread.values():  # every worker still enforces the old rules
+        assert command(s, find, 2)["codeName"] == "ScalyGlobalQuery"
+    m = scrape(admin)
+    assert value(m, "scalyproxy_config_reloads_total", outcome="failure") == 1
+    assert value(m, "scalyproxy_config_reloads_total", outcome="success") == 0
+    assert value(m, "scalyproxy_config_generation") == 1
+    # a good file: every worker applies it, the fleet counts one reload
+    fleet.config_path.write_text(CONFIG.format(upstream=ferretdb.uri).replace("rules: {unindexed_query: off}",
+                                                                                "rules: {global_query: off, unindexed_query: off}"))
+    fleet.proc.send_signal(signal.SIGHUP)
+    wait_for_event(fleet, "config_reloaded", trigger="sighup")
+    applied = [e for e in log_events(fleet) if e["event"] == "worker_config_applied"]
+    assert sorted(e["worker"] for e in applied) == [0, 1] and {e["generation"] for e in applied} == {2}
+    for s in spread.values():
+        assert command(s, find, 3)["ok"] == 1
+    m = scrape(admin)
+    assert value(m, "scalyproxy_config_reloads_total", outcome="success") == 1
+    assert value(m, "scalyproxy_config_generation") == 2
+
+
+def test_metrics_report_and_profile_merge_the_workers(
+    fleet: ProxyProcess, spread: dict[int, socket.socket]
+) -> None:
+    admin = admin_of(fleet)
+    per_worker = {pid: 0 for pid in spread}
+    request_id = 10
+    for round_ in range(3):
+        for pid, s in spread.items():
+            for _ in range(round_ + 1):
+                request_id += 1
+                doc = command(s, {"find": "items", "filter": {"owner": "ann"}, "$db": "fleet"}, request_id)
+                assert doc["ok"] == 1
+                request_id += 1
+                doc = command(s, {"find": "items", "filter": {"n": 5}, "$db": "fleet"}, request_id)
+                assert doc["codeName"] == "ScalyGlobalQuery"
+                per_worker[pid] += 1
+    total = sum(per_worker.values())
+    assert all(per_worker.values())  # traffic on both workers
+    m = scrape(admin)
+    assert value(m, "scalyproxy_commands_total", command="find", namespace="fleet.items", verdict="allowed") == total
+    assert value(m, "scalyproxy_commands_total", command="find", namespace="fleet.items", verdict="refused") == total
+    assert value(m, "scalyproxy_refusals_total", rule="global_query", namespace="fleet.items") == total
+    assert value(m, "scalyproxy_round_trip_seconds_count", command="find") == total
+    deadline = time.monotonic() + 5  # the extra connections spread() closed may still be closing on their worker
+    while value(m, "scalyproxy_client_connections") != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        m = scrape(admin)
+    assert value(m, "scalyproxy_client_connections") == 2
+    status, _, body = http(admin + "/report")
+    report = json.loads(body)
+    assert status == 200 and report["workers"] == 2
+    rows = [e for e in report["entries"] if e["namespace"] == "fleet.items"]
+    assert len(rows) == 1 and rows[0]["count"] == rows[0]["refused"] == total
+    status, _, body = http(admin + "/profile")
+    profile = json.loads(body)
+    assert status == 200 and profile["workers"] == 2
+    finds = [r for r in profile["rows"] if r["namespace"] == "fleet.items" and r["command"] == "find"]
+    assert len(finds) == 2  # one shape allowed, one refused: each row holds both workers' commands
+    assert sorted(r["count"] for r in finds) == [total, total]
+    assert {json.dumps(r["outcomes"], sort_keys=True) for r in finds} == {
+        json.dumps({"allowed": total}), json.dumps({"refused:global_query": total})}
+
+
+def test_sigterm_drains_every_worker(fleet: ProxyProcess, spread: dict[int, socket.socket]) -> None:
+    assert fleet.proc is not None
+    pids = list(spread)
+    fleet.proc.send_signal(signal.SIGTERM)
+    assert fleet.proc.wait(20) == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    stopped = [e for e in log_events(fleet) if e["event"] == "stopped"]
+    assert sorted(e.get("worker", -1) for e in stopped) == [-1, 0, 1]
+
+
+def test_a_port_held_by_another_program_refuses_the_fleet(tmp_path: Path, ferretdb: FerretDB) -> None:
+    """A listener without SO_REUSEPORT owns the port: the supervisor says so and exits 1
+    (no worker is left behind)."""
+    config = tmp_path / "fleet.yaml"
+    config.write_text(CONFIG.format(upstream=ferretdb.uri))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalyproxy", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "worker_started" not in proc.stderr
