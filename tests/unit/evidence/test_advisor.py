@@ -311,3 +311,19 @@ def test_a_failing_sketch_never_costs_the_command_its_row(monkeypatch: pytest.Mo
     orders_profile(recorder, engine, finds=0, inserts=3)
     [row] = [r for r in recorder.table if r.command == "insert"]
     assert row.count == 3 and recorder.sketch_errors == 3
+
+
+def test_a_fleet_of_workers_merges_its_sketches_in_profile() -> None:
+    from scalyproxy.admin.fleet import merge_profiles
+
+    halves = []
+    for part in range(2):
+        recorder, engine, _ = _recorder()
+        orders_profile(recorder, engine, finds=10, inserts=0)
+        for i in range(part, 200, 2):
+            _record(recorder, engine, _msg({"insert": "orders", "$db": "shop"},
+                                           [{"order_id": i, "customer_id": i % 50, "status": "new", "created_at": i}]))
+        halves.append(recorder.snapshot().to_json())
+    merged = ProfileTable.from_json(merge_profiles(halves))
+    sketch = merged.sketches.get(NS, "customer_id")
+    assert sketch is not None and sketch.documents == 200 and sketch.distinct()["estimate"] == 50
