@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
+from scalyproxy.wire.op_msg import encode_op_msg
 from tests.conftest import ROOT, ProxyProcess
 
 pytestmark = pytest.mark.fleet  # each test also runs against --workers 2 (tests/conftest.py)
@@ -206,7 +207,9 @@ def test_metrics_protocol_errors_and_bounded_labels(start_proxy: Callable[..., P
     assert value(m, "scalyproxy_commands_total", command="other", namespace="none", verdict="allowed") == 20
 
 
-def test_connection_gauges_count_rejections_apart(start_proxy: Callable[..., ProxyProcess]) -> None:
+def test_connection_gauges_count_rejections_apart(start_proxy: Callable[..., ProxyProcess], workers: int) -> None:
+    """max_connections 1 holds per process: of workers + 1 connections held open, one is closed at
+    once (pigeonhole); the gauges count the admitted ones and the rejection apart."""
     p = start_proxy(METRICS_CONFIG.replace("policy:", "limits: {max_connections: 1}\npolicy:"))
     admin = admin_of(p)
 
@@ -216,16 +219,42 @@ def test_connection_gauges_count_rejections_apart(start_proxy: Callable[..., Pro
             assert time.monotonic() < deadline, f"{name}{labels} = {got}, expected {expected}"
             time.sleep(0.1)
 
+    def answers(sock: socket.socket, request_id: int) -> bool:
+        """A ping is answered (admitted), or the proxy closed the connection at once (rejected)."""
+        sock.sendall(encode_op_msg({"ping": 1, "$db": "admin"}, request_id=request_id))
+        try:
+            header = sock.recv(16)
+        except ConnectionResetError:
+            return False  # (or reset: the proxy aborts it)
+        if not header:
+            return False
+        length = struct.unpack_from("<i", header)[0]
+        rest = b""
+        while len(header) + len(rest) < length:
+            chunk = sock.recv(length - len(header) - len(rest))
+            assert chunk, "closed in the middle of a reply"
+            rest += chunk
+        return True
+
     wait_for("scalyproxy_client_connections", 0)  # the start-up port check has gone
-    with socket.create_connection(("127.0.0.1", p.port), timeout=10):
-        wait_for("scalyproxy_upstream_connections", 1)
-        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as second:
-            try:
-                assert second.recv(16) == b""  # closed at once: the limit is reached
-            except ConnectionResetError:
-                pass  # (or reset: the proxy aborts it)
+    held: list[socket.socket] = []
+    try:
+        rejected = False
+        for i in range(workers + 1):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            if answers(s, i + 1):
+                held.append(s)
+                continue
+            s.close()
+            rejected = True
+            break
+        assert rejected and 1 <= len(held) <= workers
+        wait_for("scalyproxy_upstream_connections", len(held))
         wait_for("scalyproxy_client_rejected_total", 1, reason="max_connections")
-        wait_for("scalyproxy_client_connections", 1)
+        wait_for("scalyproxy_client_connections", len(held))
+    finally:
+        for s in held:
+            s.close()
     wait_for("scalyproxy_client_connections", 0)
     wait_for("scalyproxy_upstream_connections", 0)
 
