@@ -156,7 +156,7 @@ class Recorder:
         if view is None:
             if data is None:
                 return
-            view = command_view(make_frame(bytes(data)))
+            view = command_view(make_frame(data))  # no copy: the view reads it in place
         docs = view.body.get("documents")
         if docs is None:
             docs = view.sequences.get("documents", ())
@@ -172,7 +172,7 @@ class Recorder:
             return self.table.overflow  # no row for it: no need to know its shape
         if view is None:
             assert data is not None
-            view = command_view(make_frame(bytes(data)))
+            view = command_view(make_frame(data))  # no copy: the view reads it in place
         shape = self._shape(view, shape_id)
         if shape_id is None:
             shape_id = hash_json(shape[0])

@@ -72,6 +72,7 @@ from scalyproxy.policy.bsontypes import INT32_MAX, INT32_MIN, type_name
 from scalyproxy.policy.decision import has_marker
 from scalyproxy.policy.model import Command
 from scalyproxy.wire.ambiguous import BAD_VALUE, REPEATED, LenientDocument
+from scalyproxy.wire.command import DocumentRun
 from scalyproxy.wire.errors import ProtocolError
 
 try:
@@ -212,7 +213,9 @@ def _is_mapping(value: Any) -> bool:
 
 
 def _is_array(value: Any) -> bool:
-    return value.__class__ is list or isinstance(value, list | tuple)
+    # a DocumentRun (a kind-1 section the C scanner validated) is walked a document at a time,
+    # never made a list: a 47 MB insert must not be decoded whole to record its shape
+    return value.__class__ is list or isinstance(value, list | tuple | DocumentRun)
 
 
 def escape(text: str) -> str:
@@ -370,7 +373,7 @@ def _path_values(query: Mapping[str, Any], found: dict[str, list[Any]], depth: i
 def _compares_across(body: Mapping[str, Any], sequences: Mapping[str, Any] | None) -> bool:
     """``$expr`` or a ``let`` document anywhere: the engine may compare an expression's constant or a
     let variable with a query's values on any path, so the whole command is ranked as one group."""
-    return _has_expr_or_let(body, 0) or any(_has_expr_or_let(list(d), 0) for d in (sequences or {}).values())
+    return _has_expr_or_let(body, 0) or any(_has_expr_or_let(d, 0) for d in (sequences or {}).values())
 
 
 def _has_expr_or_let(value: Any, depth: int) -> bool:
@@ -673,7 +676,7 @@ class _Builder:
         rest.sort(key=lambda kv: kv[0])
         out.update((escape(k), v) for k, v in rest)
         if sequences:
-            seqs = sorted((str(n), self.top_field(str(n), list(docs), depth + 1, None)) for n, docs in sequences.items())
+            seqs = sorted((str(n), self.top_field(str(n), docs, depth + 1, None)) for n, docs in sequences.items())
             out[SEQUENCES] = {escape(n): v for n, v in seqs}
         return out
 

@@ -179,3 +179,26 @@ def test_a_bug_in_the_profile_costs_no_command(monkeypatch: pytest.MonkeyPatch) 
         upstream.data_received(Canned().op_msg(i, Canned().cursor))
     assert hooks.metrics.profile_errors.get() == 3
     assert hooks.metrics.round_trip_seconds.count(("find",)) == 3  # forwarded and answered all the same
+
+
+@pytest.mark.parametrize("buffer", [bytes, bytearray, memoryview])
+def test_a_big_insert_is_recorded_without_holding_its_documents_decoded_or_copied(buffer: Any) -> None:
+    """The shape of a 20 MB insert is found walking its kind-1 run a document at a time, on the
+    bytes as the relay holds them (a framer's buffer is not bytes): never a list, never a copy."""
+    import tracemalloc
+
+    message = m.big_insert(20_000_000, 500_000)
+    data = buffer(message)
+    allowed = fast_decide(data, ENGINE.fast)
+    assert allowed is not None  # the fast path: the recorder decodes the shape from the bytes itself
+    r = Recorder(100, MARK)
+    tracemalloc.start()
+    try:
+        row = r.record("app", None, allowed, data)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert row.command == "insert" and row.count == 1
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes recording a 20 MB insert"
+    view = command_view(make_frame(message))
+    assert row.shape == r._shape(view, None)[0]  # the same shape as from a decoded view
