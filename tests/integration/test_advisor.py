@@ -109,6 +109,22 @@ def check_answers(doc: dict[str, Any], db: str) -> dict[str, dict[str, Any]]:
     return by_key
 
 
+def exact_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    """What must not depend on how the profile was put together: the counts and what is decided
+    from them. The HLL's estimate does (a union of the file's flushed parts is not estimated
+    exactly as the sketch that saw it all, docs/advisor.md), and so do the approximate
+    heavy hitters and the text and ranks that quote them: check_answers bounds those."""
+    out: dict[str, Any] = {}
+    for ns in doc["namespaces"]:
+        for c in ns["candidates"]:
+            chars = c.get("keyCharacteristics") or {}
+            out[f"{ns['namespace']} {json.dumps(c['key'])} {c['type']}"] = (
+                c.get("readDistribution"), c.get("writeDistribution"), c.get("ruledOut"),
+                chars.get("numDocsSampled"), chars.get("monotonicity"))
+        out[ns["namespace"]] = ns["recommendation"].split(")")[0]  # "shard NS on {KEY} (TYPE"
+    return out
+
+
 def test_advise_reports_the_known_answers(start: Callable[..., ProxyProcess], direct_client: Client,  # noqa: F811
                                           tmp_path: Path) -> None:
     db = f"adv_{uuid.uuid4().hex[:8]}"
@@ -124,7 +140,10 @@ def test_advise_reports_the_known_answers(start: Callable[..., ProxyProcess], di
     assert "1700000" not in text and '"shipped"' not in text  # no value of a document in the profile
     saved.write_text(text)
     p.stop()  # the last flush
-    assert advise_json(str(jsonl)) == live == advise_json(str(saved))
+    from_file, from_saved = advise_json(str(jsonl)), advise_json(str(saved))
+    check_answers(from_file, db)
+    check_answers(from_saved, db)
+    assert exact_figures(from_file) == exact_figures(live) == exact_figures(from_saved)
     out = cli("advise", str(jsonl), "--namespace", f"{db}.orders", "--candidate", f"{db}.orders=customer_id:hashed")
     assert out.returncode == 0, out.stderr
     assert f"Recommendation: shard {db}.orders on {{customer_id: 1}} (ranged)" in out.stdout
