@@ -724,11 +724,12 @@ _FRESH: Final = 5_000_000  # the others: fresh values from here up, each distinc
 class _Values:
     """Values for placeholders: from the rank (equal ranks, equal values; order kept), else fresh."""
 
-    __slots__ = ("next", "marker")
+    __slots__ = ("next", "marker", "lenient")
 
     def __init__(self, marker: str) -> None:
         self.next = _FRESH
         self.marker = marker
+        self.lenient = False  # every mapping a LenientDocument, as the codec decodes a doubtful document
 
     def value(self, text: str) -> Any:
         inner = text[1:-1]
@@ -778,7 +779,7 @@ def _rebuild(node: Json, values: _Values) -> Any:
     if cls is str:
         return values.value(node) if node[:1] == "<" else unescape(node)
     if cls is dict:
-        if any(_doubtful(k, v) for k, v in node.items()):
+        if values.lenient or any(_doubtful(k, v) for k, v in node.items()):
             return _lenient(node, values)
         return {unescape(k): _rebuild(v, values) for k, v in node.items()}
     if cls is list:
@@ -789,6 +790,15 @@ def _rebuild(node: Json, values: _Values) -> Any:
             return [_rebuild(element, values) for count, element in node[1:] for _ in range(count)]
         return [_rebuild(e, values) for e in node]
     return node
+
+
+def _any_doubt(node: Json) -> bool:
+    """Whether a doubtful key or value stands anywhere in ``node``."""
+    if node.__class__ is dict:
+        return any(_doubtful(k, v) or _any_doubt(v) for k, v in node.items())
+    if node.__class__ is list:
+        return any(_any_doubt(e) for e in node)
+    return False
 
 
 def _doubtful(key: str, value: Json) -> bool:
@@ -834,10 +844,16 @@ def command_of(skeleton: Mapping[str, Json], marker: str) -> Command:
     values = _Values(marker)
     body_json = dict(skeleton)
     seq_json = body_json.pop(SEQUENCES, None)
+    # the codec decodes a document with a doubt anywhere in it leniently, every mapping in it
+    # a LenientDocument (wire.ambiguous); the rules read them so, and so must the rebuilt one
+    values.lenient = _any_doubt(body_json)
     body = _rebuild(body_json, values)
     sequences: dict[str, list[Any]] = {}
     if isinstance(seq_json, dict):
-        sequences = {unescape(k): _rebuild(v, values) for k, v in seq_json.items()}
+        for k, v in seq_json.items():
+            values.lenient = _any_doubt(v)
+            sequences[unescape(k)] = _rebuild(v, values)
+    values.lenient = False
     name = next(iter(_items(body)), ("", None))[0]
     db = _get(body, "$db")
     return Command(name, db if isinstance(db, str) else "", body, sequences)

@@ -294,3 +294,24 @@ def test_doubtful_parts_are_decided_as_before(cfg: ProxyConfig, command: tuple[d
     assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
     c_hash = shape_hash(message, MARK.encode()) if shape_hash is not None else None
     assert c_hash is None or c_hash == hash_json(skeleton)
+
+
+def test_a_doubt_deep_in_a_filter_is_rebuilt_inside_a_lenient_document() -> None:
+    """Found by the test above: a string that is not UTF-8 in an array under ``$or`` makes the codec
+    decode the whole command leniently, and the engine then reads ``$or`` and refuses; the command
+    rebuilt from the skeleton must be lenient throughout too, not only where the doubt stands."""
+    from scalyproxy.config import load_config_text
+
+    cfg = load_config_text(
+        "listen: 127.0.0.1:27017\nupstream: mongodb://127.0.0.1:27018\n"
+        "collections:\n  d.a:\n    indexes:\n      - fields: [k]\n        shard_key: true\n")
+    for inner in ([BAD], [Pairs([("s", BAD)])], [Pairs([("x", 1), ("x", 2)])]):
+        pairs = Pairs([("find", "a"), ("$db", "d"), ("limit", 1),
+                       ("filter", Pairs([("k", None), ("$and", [Pairs([("$and", [])])]), ("$or", [Pairs([("a", inner)])])]))])
+        raw = _doc(pairs)
+        view = command_view(make_frame(struct.pack("<iiii", 16 + 5 + len(raw), 7, 0, 2013) + b"\x00" * 5 + raw))
+        skeleton = skeleton_of(view.name, view.body, view.sequences, MARK)
+        again = command_of(json.loads(json.dumps(skeleton)), MARK)
+        engine = Engine(cfg)
+        assert summary(engine.decide(again)) == summary(engine.decide(view)), json.dumps(skeleton)
+    assert summary(Engine(cfg).decide(view))[0] is None  # a repeated key there is not read: allowed
