@@ -211,28 +211,28 @@ class Distribution:
     scatter_apps: dict[str, int] = field(default_factory=dict)  # scatter-gather reads by appName
 
     def read_json(self) -> dict[str, Any]:
-        total = sum(self.read_routing)
-        single, multi, scatter = self.read_routing
-        return {
-            "sampleSize": {"total": sum(self.reads.values()), **{c: self.reads.get(c, 0) for c in READS}},
-            "percentageOfSingleShardReads": _percent(single, total),
-            "percentageOfMultiShardReads": _percent(multi, total),
-            "percentageOfScatterGatherReads": _percent(scatter, total),
-            "numReadQueries": total,
-        }
+        return {**_routed(self.reads, READS, self.read_routing, "Reads"),
+                "numReadQueries": sum(self.read_routing)}
 
     def write_json(self) -> dict[str, Any]:
         total = sum(self.write_routing)
-        single, multi, scatter = self.write_routing
-        return {
-            "sampleSize": {"total": sum(self.writes.values()), **{c: self.writes.get(c, 0) for c in WRITES}},
-            "percentageOfSingleShardWrites": _percent(single, total),
-            "percentageOfMultiShardWrites": _percent(multi, total),
-            "percentageOfScatterGatherWrites": _percent(scatter, total),
-            "percentageOfShardKeyUpdates": _percent(self.key_updates, total),
-            "percentageOfSingleWritesWithoutShardKey": _percent(self.single_without_key, total),
-            "numWriteStatements": total,
-        }
+        return {**_routed(self.writes, WRITES, self.write_routing, "Writes"),
+                "percentageOfShardKeyUpdates": _percent(self.key_updates, total),
+                "percentageOfSingleWritesWithoutShardKey": _percent(self.single_without_key, total),
+                "numWriteStatements": total}
+
+
+def _routed(sizes: dict[str, int], commands: Iterable[str], routing: list[int], noun: str) -> dict[str, Any]:
+    """``sampleSize`` by command and the three routing percentages, in analyzeShardKey's names
+    (``noun``: "Reads" or "Writes")."""
+    total = sum(routing)
+    single, multi, scatter = routing
+    return {
+        "sampleSize": {"total": sum(sizes.values()), **{c: sizes.get(c, 0) for c in commands}},
+        f"percentageOfSingleShard{noun}": _percent(single, total),
+        f"percentageOfMultiShard{noun}": _percent(multi, total),
+        f"percentageOfScatterGather{noun}": _percent(scatter, total),
+    }
 
 
 def distribution(profile: ProfileTable, candidate: Candidate, base: ProxyConfig | None) -> Distribution:
