@@ -55,3 +55,10 @@ class JsonLogger:
 
 
 log = JsonLogger()
+
+
+def refuse_start(message: str) -> int:
+    """A start that cannot go on: logged (``start_refused``), said on stderr; exit status 1."""
+    log.error("start_refused", reason=message)
+    print(f"scalyproxy: {message}", file=sys.stderr)
+    return 1

@@ -243,7 +243,5 @@ class AdminServer(AdminListener):
         """The traffic profile since start (what was flushed to the sink included)."""
         if self.recorder is None:
             return Response.json(404, {"error": "no traffic profile here"})
-        doc = self.recorder.snapshot().to_json()
-        doc["enabled"] = self.proxy.config.profile.enabled
-        doc["sink"] = self.proxy.config.profile.sink
-        return Response.json(200, doc)
+        profile = self.proxy.config.profile
+        return Response.json(200, self.recorder.document(profile.enabled, profile.sink))

@@ -250,3 +250,11 @@ class Recorder:
         out.merge(self.taken)
         out.merge(self.table)
         return out
+
+    def document(self, enabled: bool, sink: str | None) -> dict[str, Any]:
+        """``GET /profile``'s JSON (a fleet's worker answers its supervisor with the same):
+        the snapshot, and whether the profile is on and where it goes (``profile:``)."""
+        doc = self.snapshot().to_json()
+        doc["enabled"] = enabled
+        doc["sink"] = sink
+        return doc

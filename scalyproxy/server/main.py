@@ -33,7 +33,7 @@ from scalyproxy.config import (
 )
 from scalyproxy.evidence.fields import configured_keys
 from scalyproxy.evidence.recorder import Recorder
-from scalyproxy.logs import log
+from scalyproxy.logs import log, refuse_start
 from scalyproxy.server.proxy import Proxy
 from scalyproxy.server.upstream import UpstreamConfigError
 from scalyproxy.sinks import open_sink
@@ -147,7 +147,7 @@ async def serve(cfg: ProxyConfig, announce: bool = False, config_path: str | Non
         if problem is None and cfg.admin_listen is not None:
             problem = await rt.start_admin(cfg.admin_listen)
         if problem is not None:
-            return _refuse_start(problem)
+            return refuse_start(problem)
         await proxy.start()
         if announce:
             _announce(proxy.address, rt.admin.address if rt.admin else None)
@@ -182,12 +182,6 @@ def _announce(listen: str, admin: str | None) -> None:
     print(f"Point any driver at: mongodb://{listen}/", flush=True)
     if admin is not None:
         print(f"Admin (metrics, health, report, profile): http://{admin}/", flush=True)
-
-
-def _refuse_start(message: str) -> int:
-    log.error("start_refused", reason=message)
-    print(f"scalyproxy: {message}", file=sys.stderr)
-    return 1
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from scalyproxy.admin.http import AdminListener, Response, UpstreamProbe
 from scalyproxy.admin.metrics import FleetMetrics
 from scalyproxy.admin.reload import Built, Reloader, build
 from scalyproxy.config import HostPort, ProxyConfig, load_config_and_text
-from scalyproxy.logs import log
+from scalyproxy.logs import log, refuse_start
 from scalyproxy.server import channel
 from scalyproxy.server.tasks import TaskOwner
 from scalyproxy.server.upstream import UpstreamPool
@@ -438,11 +438,11 @@ async def supervise(cfg: ProxyConfig, from_file: ProxyConfig, text: str, path: s
             try:
                 await admin.start(cfg.admin_listen)
             except OSError as exc:
-                return refuse(f"cannot listen on admin_listen {cfg.admin_listen}: {exc}")
+                return refuse_start(f"cannot listen on admin_listen {cfg.admin_listen}: {exc}")
             sup.admin = admin
         problem = await sup.start()
         if problem is not None:
-            return refuse(problem)
+            return refuse_start(problem)
         admin_address = sup.admin.address if sup.admin else None
         log.info("started", listen=sup.address, workers=len(sup.workers),
                  pids=[w.pid for w in sup.workers], supervisor_pid=os.getpid(),
@@ -463,9 +463,3 @@ async def supervise(cfg: ProxyConfig, from_file: ProxyConfig, text: str, path: s
             await sup.stop_workers(0)
         if sup.admin is not None:
             await sup.admin.stop()
-
-
-def refuse(message: str) -> int:
-    log.error("start_refused", reason=message)
-    print(f"scalyproxy: {message}", file=sys.stderr)
-    return 1

@@ -82,10 +82,8 @@ class Worker:
         if op == "report":
             return {"report": rt.report.as_json()}
         if op == "profile":
-            doc = rt.recorder.snapshot().to_json()
-            doc["enabled"] = rt.proxy.config.profile.enabled
-            doc["sink"] = rt.proxy.config.profile.sink
-            return {"profile": doc}
+            profile = rt.proxy.config.profile
+            return {"profile": rt.recorder.document(profile.enabled, profile.sink)}
         if op == "ready":
             return {"stopping": rt.proxy.stopping, "generation": rt.proxy.generation,
                     "connections": len(rt.proxy.connections)}
