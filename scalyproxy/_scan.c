@@ -1508,21 +1508,100 @@ static inline uint64_t fnv_finish(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+/* The hash state of one skeleton node. By default FNV-1a with the finish above: the public
+ * shape id of the profile (shape_hash), the same in every process and in Python's hash_json.
+ * During a shape_key call, SipHash-1-3 under that call's secret key instead: the key of the
+ * engine's verdict cache, which no client can make collide with another shape (it does not know
+ * the key, and sees no hash), as FNV could be made to. hs_secret is set by shape_key for the
+ * length of the call, under the GIL (nothing here releases it or re-enters). */
+typedef struct {
+    uint64_t v0, v1, v2, v3; /* FNV: its state in v0 */
+    uint64_t tail;           /* SipHash: bytes not yet compressed, little-endian */
+    uint64_t len;            /* SipHash: bytes fed */
+} Hs;
+
+static const uint64_t *hs_secret = NULL;
+
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND(h)                                                                                          \
+    do {                                                                                                      \
+        (h)->v0 += (h)->v1; (h)->v1 = SIP_ROTL((h)->v1, 13); (h)->v1 ^= (h)->v0; (h)->v0 = SIP_ROTL((h)->v0, 32); \
+        (h)->v2 += (h)->v3; (h)->v3 = SIP_ROTL((h)->v3, 16); (h)->v3 ^= (h)->v2;                                  \
+        (h)->v0 += (h)->v3; (h)->v3 = SIP_ROTL((h)->v3, 21); (h)->v3 ^= (h)->v0;                                  \
+        (h)->v2 += (h)->v1; (h)->v1 = SIP_ROTL((h)->v1, 17); (h)->v1 ^= (h)->v2; (h)->v2 = SIP_ROTL((h)->v2, 32); \
+    } while (0)
+
+static inline void hs_init(Hs *h) {
+    if (hs_secret == NULL) {
+        h->v0 = FNV_OFFSET;
+        return;
+    }
+    h->v0 = hs_secret[0] ^ 0x736F6D6570736575ULL;
+    h->v1 = hs_secret[1] ^ 0x646F72616E646F6DULL;
+    h->v2 = hs_secret[0] ^ 0x6C7967656E657261ULL;
+    h->v3 = hs_secret[1] ^ 0x7465646279746573ULL;
+    h->tail = 0;
+    h->len = 0;
+}
+
+static inline void hs_byte(Hs *h, uint8_t b) {
+    if (hs_secret == NULL) {
+        h->v0 = (h->v0 ^ b) * FNV_PRIME;
+        return;
+    }
+    h->tail |= (uint64_t)b << (8 * (h->len & 7));
+    if ((++h->len & 7) == 0) {
+        h->v3 ^= h->tail;
+        SIP_ROUND(h);
+        h->v0 ^= h->tail;
+        h->tail = 0;
+    }
+}
+
+static inline void hs_feed(Hs *h, const void *data, size_t n) {
+    const uint8_t *p = data;
+    if (hs_secret == NULL) {
+        fnv_feed(&h->v0, data, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) hs_byte(h, p[i]);
+}
+
+static inline void hs_u64(Hs *h, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    hs_feed(h, b, 8);
+}
+
+static inline uint64_t hs_finish(Hs *h) {
+    if (hs_secret == NULL) return fnv_finish(h->v0);
+    uint64_t b = h->len << 56 | h->tail;
+    h->v3 ^= b;
+    SIP_ROUND(h);
+    h->v0 ^= b;
+    h->v2 ^= 0xFF;
+    SIP_ROUND(h);
+    SIP_ROUND(h);
+    SIP_ROUND(h);
+    return h->v0 ^ h->v1 ^ h->v2 ^ h->v3;
+}
+
 /* A key or a verbatim string as the skeleton writes it: a "\" before a leading "<" or "\". */
 static inline int needs_escape(const uint8_t *s, Py_ssize_t n) { return n > 0 && (s[0] == '<' || s[0] == '\\'); }
 
-static inline void feed_key(uint64_t *h, const uint8_t *key, Py_ssize_t n) {
-    if (needs_escape(key, n)) fnv_byte(h, '\\');
-    fnv_feed(h, key, (size_t)n);
-    fnv_byte(h, 0);
+static inline void feed_key(Hs *h, const uint8_t *key, Py_ssize_t n) {
+    if (needs_escape(key, n)) hs_byte(h, '\\');
+    hs_feed(h, key, (size_t)n);
+    hs_byte(h, 0);
 }
 
 static uint64_t tag_hash(const char *name) {
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 'T');
-    fnv_feed(&h, name, strlen(name));
-    fnv_byte(&h, 0);
-    return fnv_finish(h);
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 'T');
+    hs_feed(&h, name, strlen(name));
+    hs_byte(&h, 0);
+    return hs_finish(&h);
 }
 
 /* skeleton.tag_of of the value pymongo decodes from each BSON type (NULL: not a leaf). */
@@ -1616,8 +1695,9 @@ enum { LIST_SET, LIST_COUNTED, LIST_SEQ };
  * distinct hashes in hash order (set), with their counts (counted), or with their counts in
  * order of first appearance (seq). */
 static uint64_t list_hash(Pairs *v, int kind) {
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, kind == LIST_SET ? 'U' : kind == LIST_COUNTED ? 'C' : 'O');
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, kind == LIST_SET ? 'U' : kind == LIST_COUNTED ? 'C' : 'O');
     qsort(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
     Py_ssize_t groups = 0, i = 0;
     while (i < v->n) { /* group g goes to slot g <= i: nothing still to read is overwritten */
@@ -1631,11 +1711,11 @@ static uint64_t list_hash(Pairs *v, int kind) {
     }
     if (kind == LIST_SEQ) qsort(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
     for (Py_ssize_t g = 0; g < groups; g++) {
-        fnv_u64(&h, v->items[2 * g]);
-        if (kind != LIST_SET) fnv_u64(&h, v->items[2 * g + 1] & 0xFFFFFFFFu);
+        hs_u64(&h, v->items[2 * g]);
+        if (kind != LIST_SET) hs_u64(&h, v->items[2 * g + 1] & 0xFFFFFFFFu);
     }
-    fnv_byte(&h, 'E');
-    return fnv_finish(h);
+    hs_byte(&h, 'E');
+    return hs_finish(&h);
 }
 
 typedef struct {
@@ -1706,8 +1786,10 @@ static inline int compares_across(const Elem *e) {
 static int sh_keyed(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, ElemHash each, uint64_t *out) {
     const uint8_t *p, *end;
     if (depth > SHAPE_MAX_DEPTH || !doc_span(v, size, &p, &end)) return SH_NONE;
-    uint64_t h = FNV_OFFSET, child;
-    fnv_byte(&h, 'D');
+    uint64_t child;
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 'D');
     Elem e;
     int more, r;
     Py_ssize_t index = 0;
@@ -1715,11 +1797,11 @@ static int sh_keyed(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int depth, E
         if (is_dollar_ref(&e) || compares_across(&e)) return SH_NONE; /* a DBRef once decoded; ranks */
         if ((r = each(c, &e, index++, depth + 1, &child)) != SH_OK) return r;
         feed_key(&h, e.key, e.key_len);
-        fnv_u64(&h, child);
+        hs_u64(&h, child);
     }
     if (more < 0) return SH_NONE;
-    fnv_byte(&h, 'E');
-    *out = fnv_finish(h);
+    hs_byte(&h, 'E');
+    *out = hs_finish(&h);
     return SH_OK;
 }
 
@@ -1733,18 +1815,19 @@ static int sh_array_with(ShapeCtx *c, const uint8_t *v, Py_ssize_t size, int dep
     Elem e;
     int more, r = SH_OK;
     uint64_t child, position = 0;
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 'A');
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 'A');
     while ((more = next_elem(&p, end, &e)) > 0) {
         if ((r = each(c, e.type, e.value, e.size, depth + 1, &child)) != SH_OK) break;
-        if (kind < 0) fnv_u64(&h, child);
+        if (kind < 0) hs_u64(&h, child);
         else if ((r = pairs_add(&items, child, position++)) != SH_OK) break;
     }
     if (r == SH_OK && more < 0) r = SH_NONE;
     if (r == SH_OK) {
         if (kind < 0) {
-            fnv_byte(&h, 'E');
-            *out = fnv_finish(h);
+            hs_byte(&h, 'E');
+            *out = hs_finish(&h);
         } else {
             *out = list_hash(&items, kind);
         }
@@ -1808,18 +1891,20 @@ static int sh_string(const uint8_t *v, Py_ssize_t size, uint64_t *out) {
     int escaped = needs_escape(v + 4, n);
     uint32_t length = (uint32_t)(n + escaped);
     uint8_t b[4] = {(uint8_t)length, (uint8_t)(length >> 8), (uint8_t)(length >> 16), (uint8_t)(length >> 24)};
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 's');
-    fnv_feed(&h, b, 4);
-    if (escaped) fnv_byte(&h, '\\');
-    fnv_feed(&h, v + 4, (size_t)n);
-    *out = fnv_finish(h);
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 's');
+    hs_feed(&h, b, 4);
+    if (escaped) hs_byte(&h, '\\');
+    hs_feed(&h, v + 4, (size_t)n);
+    *out = hs_finish(&h);
     return SH_OK;
 }
 
 /* Names, flags and specs: kept as written (skeleton._Builder.verbatim). */
 static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t size, int depth, uint64_t *out) {
-    uint64_t h = FNV_OFFSET;
+    Hs h;
+    hs_init(&h);
     switch (type) {
     case 0x03:
         return sh_keyed(c, v, size, depth, elem_verbatim, out);
@@ -1828,8 +1913,8 @@ static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t s
     case 0x02: case 0x0E:
         return sh_string(v, size, out);
     case 0x10:
-        fnv_byte(&h, 'i');
-        fnv_feed(&h, v, 4);
+        hs_byte(&h, 'i');
+        hs_feed(&h, v, 4);
         break;
     case 0x12: {
         char text[40];
@@ -1844,21 +1929,21 @@ static int sh_verbatim(ShapeCtx *c, uint8_t type, const uint8_t *v, Py_ssize_t s
             *out = DOUBLE_TAG_HASH;
             return SH_OK;
         }
-        fnv_byte(&h, 'd');
-        fnv_feed(&h, v, 8);
+        hs_byte(&h, 'd');
+        hs_feed(&h, v, 8);
         break;
     }
     case 0x08:
-        fnv_byte(&h, 'b');
-        fnv_byte(&h, v[0] ? 1 : 0);
+        hs_byte(&h, 'b');
+        hs_byte(&h, v[0] ? 1 : 0);
         break;
     case 0x0A: case 0x06:
-        fnv_byte(&h, 'n');
+        hs_byte(&h, 'n');
         break;
     default:
         return sh_leaf(type, out);
     }
-    *out = fnv_finish(h);
+    *out = hs_finish(&h);
     return SH_OK;
 }
 
@@ -2338,14 +2423,15 @@ static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t
     *any = n > 0;
     if (n == 0) return SH_OK;
     qsort(found, (size_t)n, sizeof(TopField), top_order);
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 'D');
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 'D');
     for (int i = 0; i < n; i++) {
         feed_key(&h, found[i].key, found[i].key_len);
-        fnv_u64(&h, found[i].hash);
+        hs_u64(&h, found[i].hash);
     }
-    fnv_byte(&h, 'E');
-    *out = fnv_finish(h);
+    hs_byte(&h, 'E');
+    *out = hs_finish(&h);
     return SH_OK;
 }
 
@@ -2375,11 +2461,12 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
 
     Elem first, e;
     if (next_elem(&p, end, &first) != 1 || compares_across(&first)) return SH_NONE;
-    uint64_t h = FNV_OFFSET;
-    fnv_byte(&h, 'D');
+    Hs h;
+    hs_init(&h);
+    hs_byte(&h, 'D');
     feed_key(&h, first.key, first.key_len);
     if ((r = sh_first(c, &first, &hash)) != SH_OK) return r;
-    fnv_u64(&h, hash);
+    hs_u64(&h, hash);
     TopField fields[TOP_FIELDS];
     Py_ssize_t n = 0;
     while ((more = next_elem(&p, end, &e)) > 0) {
@@ -2395,14 +2482,14 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     qsort(fields, (size_t)n, sizeof(TopField), top_order);
     for (Py_ssize_t i = 0; i < n; i++) {
         feed_key(&h, fields[i].key, fields[i].key_len);
-        fnv_u64(&h, fields[i].hash);
+        hs_u64(&h, fields[i].hash);
     }
     if (any_sections) {
-        fnv_feed(&h, "<sequences>", 12); /* the key, with its NUL */
-        fnv_u64(&h, sections);
+        hs_feed(&h, "<sequences>", 12); /* the key, with its NUL */
+        hs_u64(&h, sections);
     }
-    fnv_byte(&h, 'E');
-    *out = fnv_finish(h);
+    hs_byte(&h, 'E');
+    *out = hs_finish(&h);
     return SH_OK;
 }
 
@@ -2436,6 +2523,43 @@ static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t 
     return PyLong_FromUnsignedLongLong(hash);
 }
 
+PyDoc_STRVAR(shape_key_doc,
+             "shape_key(data, marker, secret) -> int | None\n\n"
+             "The shape id of shape_hash computed with SipHash-1-3 under secret (16 bytes) in place\n"
+             "of FNV-1a: equal skeletons give equal keys, and without the secret no one can make two\n"
+             "skeletons collide. The message is scanned first, as by shape_hash(data, marker).\n"
+             "None when shape_hash would say None.");
+
+static PyObject *shape_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2]) || PyBytes_GET_SIZE(args[2]) != 16) {
+        PyErr_SetString(PyExc_TypeError, "shape_key(data, marker: bytes, secret: bytes of 16)");
+        return NULL;
+    }
+    const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(args[2]);
+    uint64_t secret[2] = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        secret[0] |= (uint64_t)k[i] << (8 * i);
+        secret[1] |= (uint64_t)k[8 + i] << (8 * i);
+    }
+    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), NULL, 0, 0};
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t hash = 0;
+    int r = SH_NONE;
+    Span spans[MAX_SEQUENCES];
+    int32_t body_size;
+    int nseq;
+    if (parse_message(buffer.buf, buffer.len, &body_size, spans, &nseq)) {
+        hs_secret = secret;
+        r = sh_message(&c, buffer.buf, buffer.len, &hash);
+        hs_secret = NULL;
+    }
+    PyBuffer_Release(&buffer);
+    if (r == SH_ERROR) return NULL;
+    if (r == SH_NONE) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(hash);
+}
+
 PyDoc_STRVAR(shape_digest_doc,
              "shape_digest(data) -> int\n\n"
              "64-bit FNV-1a of the bytes with a splitmix64 finish: the node hash of\n"
@@ -2453,6 +2577,7 @@ static PyObject *shape_digest(PyObject *module, PyObject *data) {
 static PyMethodDef methods[] = {
     {"fast_decide", (PyCFunction)(void (*)(void))fast_decide, METH_FASTCALL, fast_decide_doc},
     {"shape_hash", (PyCFunction)(void (*)(void))shape_hash, METH_FASTCALL, shape_hash_doc},
+    {"shape_key", (PyCFunction)(void (*)(void))shape_key, METH_FASTCALL, shape_key_doc},
     {"shape_digest", shape_digest, METH_O, shape_digest_doc},
     {"compile_schema", compile_schema, METH_O, compile_schema_doc},
     {"schema_unconfirmed", schema_unconfirmed, METH_VARARGS, schema_unconfirmed_doc},

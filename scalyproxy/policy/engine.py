@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -15,8 +16,22 @@ from scalyproxy.policy.handlers import HANDLERS
 from scalyproxy.policy.model import CommandLike, Finding, Verdict, WithSequences
 from scalyproxy.wire.ambiguous import AmbiguousRead
 
+try:
+    from scalyproxy._scan import shape_key
+except ImportError:  # the pure-Python install: no verdict is cached by shape
+    shape_key = None  # type: ignore[assignment]
+
 _VERDICT_CACHE_SIZE: Final = 4096
+_SHAPE_CACHE_SIZE: Final = 4096
 _NONE: Final[frozenset[str]] = frozenset()
+
+#: Commands whose verdicts :meth:`Engine.decide_message` caches by shape: reads with neither
+#: statements nor document runs, whose findings say nothing a skeleton does not keep (the
+#: messages of writes name the statement or document they are about, which a skeleton groups).
+#: tests/property/test_shape_cache.py proves, on generated commands and configs, that a command
+#: gets from the cache exactly the verdict (findings, messages and shapes included) it gets
+#: from decide().
+SHAPE_CACHED: Final = frozenset({"find", "count", "distinct", "aggregate"})
 
 
 class Engine(Checks):
@@ -28,6 +43,11 @@ class Engine(Checks):
         super().__init__(cfg)
         self._allow_all = allow_all
         self._cache: dict[tuple[str, tuple[str, ...], bool], Verdict] = {}
+        # verdicts of the SHAPE_CACHED commands by their keyed shape id (decide_message); the key
+        # is this engine's own secret, so no client can aim a shape at another's verdict
+        self._shaped: dict[int, Verdict] = {}
+        self._secret = os.urandom(16)
+        self._shape_marker = cfg.policy.allow_marker.encode()
         #: what _scan.fast_decide reads to allow the common targeted commands on their bytes
         #: (scalyproxy.policy.fastpath); empty when everything goes through decide()
         self.fast: dict[str, Entry] = (
@@ -70,6 +90,31 @@ class Engine(Checks):
                 None,
             )
         return self._verdict(decision)
+
+    def decide_message(self, cmd: CommandLike, data: Any) -> Verdict:
+        """:meth:`decide` for a command read from the OP_MSG bytes ``data``: a find, count,
+        distinct or aggregate (:data:`SHAPE_CACHED`) whose shape was decided before gets that
+        verdict again without being decided afresh.
+
+        The shape is the command's skeleton (:mod:`scalyproxy.evidence.skeleton`: the command
+        with its values replaced by their types and, where the policy compares values, their
+        ranks), identified by ``_scan.shape_key``: the skeleton's hash under SipHash with this
+        engine's random key, so that a client who knows the code still cannot make a refused
+        shape collide with an allowed one. Commands whose skeleton the C code leaves to Python (a
+        repeated key, a string that is not UTF-8, ``$expr``...) are decided every time. The
+        cache lives as long as the engine, i.e. until the config is reloaded, and is bounded.
+        """
+        if shape_key is None or cmd.name not in SHAPE_CACHED or self._allow_all:
+            return self.decide(cmd)
+        key = shape_key(data, self._shape_marker, self._secret)
+        if key is None:
+            return self.decide(cmd)
+        verdict = self._shaped.get(key)
+        if verdict is None:
+            verdict = self.decide(cmd)
+            if len(self._shaped) < _SHAPE_CACHE_SIZE:
+                self._shaped[key] = verdict
+        return verdict
 
     def _decide(self, d: Decision, cmd: CommandLike, command: str, db: str, body: Mapping[str, Any]) -> None:
         if self._allow_all:

@@ -1,7 +1,11 @@
 """Query shapes: a filter with every value replaced by its type name.
 
 ``{"author": "a", "n": {"$in": [1, 2]}}`` -> ``{"author":"string","n":{"$in":["int"]}}``.
-Arrays collapse to their distinct element types so that shapes group well.
+Arrays collapse to their distinct element shapes, in the order of their JSON
+text, so that shapes group well: ``[1, "a"]`` and ``["a", 1, 2]`` both give
+``["int","string"]``, as their skeletons (:mod:`scalyproxy.evidence.skeleton`)
+are equal, which lets the engine cache a verdict, finding and shape included,
+by skeleton (:meth:`~scalyproxy.policy.engine.Engine.decide_message`).
 No document value ever appears in a shape.
 """
 
@@ -28,8 +32,14 @@ def _shape(value: Any, depth: int) -> Any:
             shaped = _shape(item, depth + 1)
             if shaped not in out:
                 out.append(shaped)
+        if len(out) > 1:
+            out.sort(key=_text)
         return out
     return type_name(value)
+
+
+def _text(shaped: Any) -> str:
+    return json.dumps(shaped, separators=(",", ":"))
 
 
 def shape_of(value: Any) -> str:

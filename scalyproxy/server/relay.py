@@ -279,7 +279,7 @@ class ClientConnection(asyncio.Protocol):
                     rule="legacy_opcode",
                 )
                 return
-            verdict = proxy.engine.decide(view)
+            verdict = proxy.engine.decide_message(view, frame.data)
         except ProtocolError as exc:  # the frame is whole: answered, and the next message is read
             unreadable(self, frame, exc)
             return

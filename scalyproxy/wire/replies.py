@@ -73,6 +73,23 @@ def error_body(*, code: int, code_name: str, errmsg: str) -> dict[str, Any]:
     return {"ok": 0.0, "errmsg": errmsg, "code": code, "codeName": code_name}
 
 
+#: The body section (kind byte and BSON) of each OP_MSG error reply made, by (code, codeName,
+#: errmsg): a refusal repeats one of a few messages (the engine caches verdicts by shape), so the
+#: document is encoded once. Bounded: messages can quote what clients send.
+_ERROR_SECTIONS: dict[tuple[int, str, str], bytes] = {}
+_ERROR_SECTIONS_MAX: Final = 1024
+
+
+def _error_section(code: int, code_name: str, errmsg: str) -> bytes:
+    key = (code, code_name, errmsg)
+    section = _ERROR_SECTIONS.get(key)
+    if section is None:
+        section = b"\x00" + encode_document(error_body(code=code, code_name=code_name, errmsg=errmsg))
+        if len(_ERROR_SECTIONS) < _ERROR_SECTIONS_MAX:
+            _ERROR_SECTIONS[key] = section
+    return section
+
+
 def error_reply(
     request: CommandView | Header, *, code: int, code_name: str, errmsg: str, request_id: int
 ) -> bytes:
@@ -84,11 +101,11 @@ def error_reply(
     OP_GET_MORE known only by its header gets an OP_REPLY flagged QueryFailure
     whose document also carries ``$err`` (what legacy readers look at).
     """
+    if isinstance(request, CommandView) and not request.legacy:
+        return assemble_op_msg(0, _error_section(code, code_name, errmsg), request_id, request.request_id, False)
     body = error_body(code=code, code_name=code_name, errmsg=errmsg)
     if isinstance(request, CommandView):
-        if request.legacy:
-            return encode_op_reply([body], request_id=request_id, response_to=request.request_id)
-        return encode_op_msg(body, request_id=request_id, response_to=request.request_id)
+        return encode_op_reply([body], request_id=request_id, response_to=request.request_id)
     if request.op_code in _LEGACY_REPLY_OPS:
         legacy = {"$err": errmsg, **body}
         return encode_op_reply(
