@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from tests.integration.test_ops import (
     wait_for_event,
 )
 from tests.reliability.helpers import connect, op_msg, recv_message, reply_doc
+from tests.reliability.test_tls import make_ca
 
 __all__ = ["start_proxy"]  # the fixture, imported for this module's tests
 
@@ -298,3 +301,51 @@ def test_a_port_held_by_another_program_refuses_the_fleet(tmp_path: Path, ferret
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "worker_started" not in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_healthz_is_503_while_no_worker_is_up_and_200_once_one_is_back(
+    start_proxy: Callable[..., ProxyProcess], ferretdb: FerretDB, tmp_path: Path
+) -> None:
+    """Every worker dies at start again (the listener's key was taken away, so each new
+    worker cannot load it): /healthz is 503 while none is up, /readyz names them; the key
+    back, a worker comes up and /healthz is 200 again."""
+    make_ca(tmp_path, "server")  # a self-signed certificate for the listener
+    key, moved = tmp_path / "server.key", tmp_path / "server.key.away"
+    p = start_proxy(CONFIG.format(upstream=ferretdb.uri)
+                    + f"tls:\n  cert_file: {tmp_path / 'server.pem'}\n  key_file: {key}\n", name="fleet.yaml")
+    admin = admin_of(p)
+    status, _, body = http(admin + "/healthz")
+    assert status == 200 and body.startswith("ok: 2/2 workers up"), body
+    key.rename(moved)
+    for pid in worker_pids(p):
+        os.kill(pid, signal.SIGKILL)
+    for index in (0, 1):  # the restart at once fails: the next one backs off
+        wait_for_event(p, "worker_start_failed", worker=index)
+        wait_for_event(p, "worker_exited", worker=index, deaths_in_a_row=2)
+    status, _, body = http(admin + "/healthz")
+    assert status == 503, body
+    assert body.startswith("no worker up (") and "worker 0 " in body and "worker 1 " in body, body
+    status, _, body = http(admin + "/readyz")
+    doc = json.loads(body)
+    assert status == 503 and doc["ready"] is False, doc
+    assert "worker 0 (" in doc["reason"] and "worker 1 (" in doc["reason"], doc
+    assert all(w["state"] != "up" and w["last_exit"] and "tls.key_file: file not found" in w["error"]
+               for w in doc["workers"]), doc
+    assert value(scrape(admin), "scalyproxy_workers_up") == 0
+    moved.rename(key)
+    deadline = time.monotonic() + 20  # the next start, after at most a few seconds of backing off
+    while (status := http(admin + "/healthz")[0]) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, _, body = http(admin + "/healthz")
+    assert status == 200 and body.startswith("ok: ") and "/2 workers up" in body, body
+    while http(admin + "/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, _, body = http(admin + "/readyz")
+    assert status == 200 and [w["state"] for w in json.loads(body)["workers"]] == ["up", "up"], body
+    restarted = [e for e in log_events(p) if e["event"] == "worker_restarted"]
+    assert sorted({e["worker"] for e in restarted}) == [0, 1]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with ctx.wrap_socket(connect(p.port)) as s:  # served again, over TLS
+        assert ping(s, 1)["ok"] == 1
