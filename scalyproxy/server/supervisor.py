@@ -260,7 +260,7 @@ class Supervisor(TaskOwner):
             if await self._start(w):
                 log.warning("worker_restarted", worker=w.index, pid=w.pid, restarts=w.restarts)
             else:
-                log.error("worker_start_failed", worker=w.index, error=w.error)
+                log.error("worker_start_failed", worker=w.index, pid=w.pid, error=w.error)
                 w.started_at = time.monotonic()
 
     async def start(self) -> str | None:
@@ -271,6 +271,9 @@ class Supervisor(TaskOwner):
             return f"cannot listen on {self.config.listen}: {exc}"
         started = await asyncio.gather(*(self._start(w) for w in self.workers))
         if not all(started):
+            for w in self.workers:
+                if w.error:
+                    log.error("worker_start_failed", worker=w.index, pid=w.pid, error=w.error)
             errors = "; ".join(f"worker {w.index}: {w.error}" for w in self.workers if w.error)
             await self.stop_workers(0)
             return f"the workers could not start ({errors})"

@@ -30,10 +30,11 @@ from tests.integration.test_ops import (
     value,
     wait_for_event,
 )
+from tests.integration.test_ops_drift import DRIFT_CONFIG, catalogue
 from tests.reliability.helpers import connect, op_msg, recv_message, reply_doc
 from tests.reliability.test_tls import make_ca
 
-__all__ = ["start_proxy"]  # the fixture, imported for this module's tests
+__all__ = ["catalogue", "start_proxy"]  # the fixtures, imported for this module's tests
 
 CONFIG = """\
 listen: 127.0.0.1:0
@@ -349,3 +350,47 @@ def test_healthz_is_503_while_no_worker_is_up_and_200_once_one_is_back(
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     with ctx.wrap_socket(connect(p.port)) as s:  # served again, over TLS
         assert ping(s, 1)["ok"] == 1
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is dead: only its exit status is left)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_strict_drift_refuses_the_fleet_as_it_refuses_one_process(
+    tmp_path: Path, ferretdb: FerretDB, catalogue: Any
+) -> None:
+    """``drift_check: strict`` and a declared shard key the cluster does not have (the
+    catalogue stands in for mongos': tests/integration/test_ops_drift.py): the supervisor
+    exits 1 with the single process's ``start_refused`` reason, and no worker is left."""
+    config = tmp_path / "strict.yaml"
+    config.write_text(DRIFT_CONFIG.format(mode="strict") + "workers: 2\n")
+
+    def run(*extra: str) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "scalyproxy", "run", "--config", str(config), "--listen", "127.0.0.1:0",
+             "--upstream", ferretdb.uri, *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return done, [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+
+    one, one_events = run("--workers", "1")
+    assert one.returncode == 1
+    (one_refused,) = [e for e in one_events if e["event"] == "start_refused"]
+    assert one_refused["reason"].startswith("drift check (strict): 4 shard key mismatch(es)")
+    fleet, events = run()
+    assert fleet.returncode == 1, fleet.stderr
+    assert "Point any driver at" not in fleet.stdout  # the fleet never announced itself
+    (refused,) = [e for e in events if e["event"] == "start_refused"]
+    assert "worker" not in refused  # the supervisor's line
+    assert one_refused["reason"] in refused["reason"]
+    assert f"scalyproxy: {refused['reason']}" in fleet.stderr
+    failed = [e for e in events if e["event"] == "worker_start_failed"]
+    assert [e["worker"] for e in failed] == [0]  # worker 0 runs the check for the fleet
+    started = [e for e in events if e["event"] == "worker_started"]
+    assert [e["worker"] for e in started] == [1]  # worker 1 had started: it is stopped again
+    pids = [e["pid"] for e in failed + started]
+    assert len(set(pids)) == 2
+    assert not [pid for pid in pids if _alive(pid)]
