@@ -54,10 +54,15 @@ def build(path: str, running: ProxyConfig, last_file: ProxyConfig, text: str | N
     """
     from_file = load_config(path) if text is None else load_snapshot(text, path)
     changed = [name for name in RESTART_ONLY if _get(from_file, name) != _get(last_file, name)]
-    config = from_file
+    config = keep_running(from_file, running)
+    return Built(from_file, config, Engine.from_config(config), changed)
+
+
+def keep_running(config: ProxyConfig, running: ProxyConfig) -> ProxyConfig:
+    """``config`` with the restart-only fields of ``running``."""
     for name in RESTART_ONLY:
         config = _replaced(config, name, _get(running, name))
-    return Built(from_file, config, Engine.from_config(config), changed)
+    return config
 
 
 def _get(obj: Any, dotted: str) -> Any:

@@ -168,6 +168,7 @@ class Supervisor(TaskOwner):
         self.config = cfg
         self.from_file = from_file
         self.text = text
+        self.started_text = text  # the restart-only settings of every worker come from this one
         self.path = path
         self.relay_only = relay_only
         self.upstreams = UpstreamPool.from_uri(cfg.upstream)
@@ -208,7 +209,8 @@ class Supervisor(TaskOwner):
         generation = self.generation
         try:
             answer = await w.request(
-                "start", START_TIMEOUT_S, text=self.text, path=self.path, listen=str(self.listen),
+                "start", START_TIMEOUT_S, text=self.text, running_text=self.started_text, path=self.path,
+                listen=str(self.listen),
                 upstream=self.config.upstream, relay_only=self.relay_only, generation=generation,
                 drift=w.index == 0)
             if answer.get("ok") and generation != self.generation:  # a reload came meanwhile

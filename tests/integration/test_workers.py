@@ -394,3 +394,76 @@ def test_strict_drift_refuses_the_fleet_as_it_refuses_one_process(
     pids = [e["pid"] for e in failed + started]
     assert len(set(pids)) == 2
     assert not [pid for pid in pids if _alive(pid)]
+
+
+def _on_worker(p: ProxyProcess, pid: int) -> socket.socket:
+    """A connection served by the worker ``pid`` (the kernel picks the worker by a hash)."""
+    for _ in range(64):
+        s = connect(p.port)
+        if owner(p, s, [pid, *[q for q in _worker_pids_now(p) if q != pid]]) == pid:
+            return s
+        s.close()
+    raise AssertionError(f"64 connections, none on worker pid {pid}")
+
+
+def _worker_pids_now(p: ProxyProcess) -> list[int]:
+    """The pids of the workers running now (from /readyz)."""
+    return [int(w["pid"]) for w in json.loads(http(admin_of(p) + "/readyz")[2])["workers"] if w["state"] == "up"]
+
+
+def _profiled(path: Path, namespace: str) -> int:
+    """The commands on ``namespace`` in a file sink (0 when the file is not there)."""
+    if not path.exists():
+        return 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return sum(r.get("count", 0) for r in rows if r.get("namespace") == namespace)
+
+
+def test_a_sighup_that_changes_workers_applies_the_rest_and_keeps_the_count(
+    start_proxy: Callable[..., ProxyProcess], ferretdb: FerretDB, tmp_path: Path
+) -> None:
+    """``workers`` is restart-only, as ``profile.sink`` is: a reload that changes them (and a
+    rule) applies the rule in every worker, keeps two workers and the running sink, and the
+    supervisor logs ``reload_restart_required`` once, as one process does. A worker started
+    later (one that died) runs the same: the new rule, the running sink."""
+    running_sink, new_sink = tmp_path / "profile.jsonl", tmp_path / "new-profile.jsonl"
+    text = CONFIG.format(upstream=ferretdb.uri) + f"profile:\n  sink: file:{running_sink}\n  flush_interval_s: 0.2\n"
+    p = start_proxy(text, name="fleet.yaml")
+    assert p.proc is not None
+    admin = admin_of(p)
+    pids = worker_pids(p)
+    find = {"find": "items", "filter": {"n": 1}, "$db": "fleet"}  # no shard key: refused until the reload
+    changed = (text.replace("workers: 2", "workers: 3")
+               .replace("rules: {unindexed_query: off}", "rules: {global_query: off, unindexed_query: off}")
+               .replace(str(running_sink), str(new_sink)))
+    assert changed.count("workers: 3") == 1 and str(new_sink) in changed
+    p.config_path.write_text(changed)
+    p.proc.send_signal(signal.SIGHUP)
+    reloaded = wait_for_event(p, "config_reloaded", trigger="sighup")
+    assert reloaded["workers"] == 2 and reloaded["workers_restarted"] == 0
+    (restart,) = [e for e in log_events(p) if e["event"] == "reload_restart_required"]
+    assert restart["fields"] == ["workers", "profile.sink"] and "worker" not in restart
+    applied = [e for e in log_events(p) if e["event"] == "worker_config_applied"]
+    assert sorted(e["worker"] for e in applied) == [0, 1] and {e["generation"] for e in applied} == {2}
+    for pid in pids:  # every worker applies the rule
+        with _on_worker(p, pid) as s:
+            assert command(s, find, 1)["ok"] == 1
+    m = scrape(admin)
+    assert value(m, "scalyproxy_workers") == 2 and value(m, "scalyproxy_workers_up") == 2
+    assert len([e for e in log_events(p) if e["event"] == "worker_started"]) == 2  # no worker was added
+    assert _worker_pids_now(p) == pids
+    # a worker started after the reload: the new rule, the running sink, the fleet still two
+    os.kill(pids[1], signal.SIGKILL)
+    fresh = wait_for_event(p, "worker_restarted", worker=1)["pid"]
+    deadline = time.monotonic() + 10
+    while http(admin + "/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _worker_pids_now(p) == [pids[0], fresh]
+    with _on_worker(p, fresh) as s:
+        assert command(s, find, 2)["ok"] == 1
+        assert command(s, {"find": "fresh", "filter": {"owner": "x"}, "$db": "fleet"}, 3)["ok"] == 1
+    deadline = time.monotonic() + 10
+    while _profiled(running_sink, "fleet.fresh") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _profiled(running_sink, "fleet.fresh") == 1 and not new_sink.exists()
+    assert value(scrape(admin), "scalyproxy_workers") == 2
