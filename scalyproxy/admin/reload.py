@@ -6,7 +6,7 @@ loop in one step: connections decide their next command with the new policy.
 Anything wrong keeps the running config: every problem is logged with its line
 and the failure is counted (``scalyproxy_config_reloads_total{outcome="failure"}``).
 
-What cannot change without a restart (``listen``, ``upstream``, ``tls``,
+What cannot change without a restart (``listen``, ``workers``, ``upstream``, ``tls``,
 ``admin_listen``, ``profile.sink``, ``profile.flush_interval_s``) keeps its running value and a ``reload_restart_required``
 line names it; everything else (rules, collections, ``read_only``,
 ``log_level``, ``log_values``, ``report_size``, ``limits``, drift settings)
