@@ -6,7 +6,7 @@ loop in one step: connections decide their next command with the new policy.
 Anything wrong keeps the running config: every problem is logged with its line
 and the failure is counted (``scalyproxy_config_reloads_total{outcome="failure"}``).
 
-What cannot change without a restart (``listen``, ``upstream``, ``tls``,
+What cannot change without a restart (``listen``, ``workers``, ``upstream``, ``tls``,
 ``admin_listen``, ``profile.sink``, ``profile.flush_interval_s``) keeps its running value and a ``reload_restart_required``
 line names it; everything else (rules, collections, ``read_only``,
 ``log_level``, ``log_values``, ``report_size``, ``limits``, drift settings)
@@ -54,10 +54,15 @@ def build(path: str, running: ProxyConfig, last_file: ProxyConfig, text: str | N
     """
     from_file = load_config(path) if text is None else load_snapshot(text, path)
     changed = [name for name in RESTART_ONLY if _get(from_file, name) != _get(last_file, name)]
-    config = from_file
+    config = keep_running(from_file, running)
+    return Built(from_file, config, Engine.from_config(config), changed)
+
+
+def keep_running(config: ProxyConfig, running: ProxyConfig) -> ProxyConfig:
+    """``config`` with the restart-only fields of ``running``."""
     for name in RESTART_ONLY:
         config = _replaced(config, name, _get(running, name))
-    return Built(from_file, config, Engine.from_config(config), changed)
+    return config
 
 
 def _get(obj: Any, dotted: str) -> Any:

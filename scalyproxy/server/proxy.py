@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from typing import Any
 
@@ -134,6 +135,7 @@ class Proxy(TaskOwner):
         log.info(
             "started" if self.worker is None else "worker_started",
             listen=self.address,
+            pid=os.getpid(),
             upstream=[h.address for h in self.upstreams.hosts],
             tls=bool(ssl_ctx),
             collections=len(self.config.collections),

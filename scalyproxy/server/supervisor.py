@@ -168,6 +168,7 @@ class Supervisor(TaskOwner):
         self.config = cfg
         self.from_file = from_file
         self.text = text
+        self.started_text = text  # the restart-only settings of every worker come from this one
         self.path = path
         self.relay_only = relay_only
         self.upstreams = UpstreamPool.from_uri(cfg.upstream)
@@ -208,7 +209,8 @@ class Supervisor(TaskOwner):
         generation = self.generation
         try:
             answer = await w.request(
-                "start", START_TIMEOUT_S, text=self.text, path=self.path, listen=str(self.listen),
+                "start", START_TIMEOUT_S, text=self.text, running_text=self.started_text, path=self.path,
+                listen=str(self.listen),
                 upstream=self.config.upstream, relay_only=self.relay_only, generation=generation,
                 drift=w.index == 0)
             if answer.get("ok") and generation != self.generation:  # a reload came meanwhile
@@ -260,7 +262,7 @@ class Supervisor(TaskOwner):
             if await self._start(w):
                 log.warning("worker_restarted", worker=w.index, pid=w.pid, restarts=w.restarts)
             else:
-                log.error("worker_start_failed", worker=w.index, error=w.error)
+                log.error("worker_start_failed", worker=w.index, pid=w.pid, error=w.error)
                 w.started_at = time.monotonic()
 
     async def start(self) -> str | None:
@@ -271,6 +273,9 @@ class Supervisor(TaskOwner):
             return f"cannot listen on {self.config.listen}: {exc}"
         started = await asyncio.gather(*(self._start(w) for w in self.workers))
         if not all(started):
+            for w in self.workers:
+                if w.error:
+                    log.error("worker_start_failed", worker=w.index, pid=w.pid, error=w.error)
             errors = "; ".join(f"worker {w.index}: {w.error}" for w in self.workers if w.error)
             await self.stop_workers(0)
             return f"the workers could not start ({errors})"

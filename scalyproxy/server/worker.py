@@ -21,7 +21,7 @@ import signal
 import socket
 from typing import Any
 
-from scalyproxy.admin.reload import build
+from scalyproxy.admin.reload import build, keep_running
 from scalyproxy.config import ProxyConfig, load_snapshot
 from scalyproxy.logs import log
 from scalyproxy.server import channel
@@ -40,10 +40,17 @@ class Worker:
         self.stop = asyncio.Event()
 
     async def start(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Load the text, start listening; what to answer the ``start`` request."""
+        """Load the text, start listening; what to answer the ``start`` request.
+
+        The restart-only settings (``tls``, ``profile.sink``...) come from ``running_text``,
+        the text the fleet started with, when a reload changed them since: a worker
+        restarted after that reload runs as the workers that lived through it do."""
         self.path = str(msg["path"])
-        self.from_file = load_snapshot(str(msg["text"]), self.path)
-        cfg = apply_overrides(self.from_file, msg.get("listen"), msg.get("upstream"))
+        self.from_file = cfg = load_snapshot(str(msg["text"]), self.path)
+        running_text = str(msg.get("running_text", msg["text"]))
+        if running_text != msg["text"]:
+            cfg = keep_running(cfg, load_snapshot(running_text, self.path))
+        cfg = apply_overrides(cfg, msg.get("listen"), msg.get("upstream"))
         cfg = dataclasses.replace(cfg, admin_listen=None, workers=1)
         log.set_level(cfg.log_level)
         rt = self.rt = Runtime(cfg, bool(msg.get("relay_only")))
