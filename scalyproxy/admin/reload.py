@@ -9,7 +9,7 @@ and the failure is counted (``scalyproxy_config_reloads_total{outcome="failure"}
 What cannot change without a restart (``listen``, ``workers``, ``upstream``, ``tls``,
 ``admin_listen``, ``profile.sink``, ``profile.flush_interval_s``) keeps its running value and a ``reload_restart_required``
 line names it; everything else (rules, collections, ``read_only``,
-``log_level``, ``log_values``, ``report_size``, ``limits``, drift settings)
+``log_level``, ``log_values``, ``log_repeats_s``, ``report_size``, ``limits``, drift settings)
 takes effect at once. ``--listen``/``--upstream`` given on the command line
 therefore survive a reload.
 """

@@ -60,6 +60,7 @@ TOP_KEYS = (
     "admin_listen",
     "log_level",
     "log_values",
+    "log_repeats_s",
     "read_only",
     "report_size",
     "drift_check",
@@ -92,6 +93,7 @@ _DIRECTIONS: dict[object, IndexDirection] = {
 
 
 MAX_WORKERS = 256
+MAX_LOG_REPEATS_S = 3600.0  # pending repeats wait that long at most for their summary line
 
 
 def usable_cores() -> int:
@@ -195,6 +197,10 @@ class _Reader:
                 values[key] = read_bool(entries[key][1], key, issues)
         if "log_level" in entries:
             values["log_level"] = read_choice(entries["log_level"][1], "log_level", issues, LOG_LEVELS)
+        if "log_repeats_s" in entries:
+            node = entries["log_repeats_s"][1]
+            values["log_repeats_s"] = _float(read_number(node, "log_repeats_s", issues, integer=False,
+                                                         minimum=0.0, maximum=MAX_LOG_REPEATS_S))
         if "report_size" in entries:
             values["report_size"] = _int(read_number(entries["report_size"][1], "report_size", issues, integer=True, minimum=1))
         if "drift_check_interval_s" in entries:
@@ -631,6 +637,10 @@ def key_line(node: yaml.Node) -> int:
 
 def _int(value: float | Invalid) -> int | Invalid:
     return value if isinstance(value, Invalid) else int(value)
+
+
+def _float(value: float | Invalid) -> float | Invalid:
+    return value if isinstance(value, Invalid) else float(value)
 
 
 def namespace_problem(ns: str) -> str:

@@ -254,6 +254,8 @@ class ProxyConfig:
     admin_listen: HostPort | None = None
     log_level: str = "info"
     log_values: bool = False
+    #: a refusal/warning repeated within this many seconds is counted, not logged (0: log every one)
+    log_repeats_s: float = 1.0
     read_only: bool = False
     report_size: int = 1000
     drift_check: bool | Literal["strict"] = False

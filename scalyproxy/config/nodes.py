@@ -146,7 +146,7 @@ def read_number(
         issues.add(node, path, f"expected {want}, got {kind_of(node)}")
         return INVALID
     assert isinstance(value, int | float)
-    if value < minimum or (maximum is not None and value > maximum):
+    if value != value or value < minimum or (maximum is not None and value > maximum):  # NaN: never in range
         upper = f" and at most {maximum:g}" if maximum is not None else ""
         issues.add(node, path, f"{value!r} is out of range (at least {minimum:g}{upper})")
         return INVALID

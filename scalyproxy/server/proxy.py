@@ -12,10 +12,11 @@ from typing import Any
 from bson import json_util
 
 from scalyproxy.config import ProxyConfig
-from scalyproxy.logs import log
+from scalyproxy.logs import LEVELS, log
 from scalyproxy.policy import Engine, Finding
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.server.relay import ClientConnection, RawRelayConnection
+from scalyproxy.server.repeats import RepeatTable
 from scalyproxy.server.tasks import TaskOwner
 from scalyproxy.server.tls import server_context
 from scalyproxy.server.upstream import UpstreamPool
@@ -25,6 +26,7 @@ from scalyproxy.wire.op_compressed import SUPPORTED_COMPRESSORS
 SWEEP_INTERVAL_S = 0.5
 MAX_LOGGED_VALUES = 4000  # characters of document values per line, with log_values: true
 MAX_LOGGED_DOCUMENTS = 10  # documents of each kind-1 sequence, with log_values: true
+WARNING = LEVELS["warning"]
 _NOT_VALUES = frozenset({"lsid", "$clusterTime", "signature", "txnNumber", "$db", "payload", "speculativeAuthenticate"})
 
 
@@ -38,6 +40,21 @@ def command_values(view: CommandView) -> str:
     except Exception as exc:  # values that cannot be rendered (or read one way) must not cost the log line
         text = f"<unrenderable: {type(exc).__name__}>"
     return text if len(text) <= MAX_LOGGED_VALUES else text[: MAX_LOGGED_VALUES - 3] + "..."
+
+
+def _finding_fields(client: str, app: str | None, user: str | None, finding: Finding) -> dict[str, Any]:
+    """The fields of a ``refused``/``warned`` line (docs/operations.md#logs)."""
+    return {
+        "client": client,
+        "app": app,
+        "user": user,
+        "namespace": finding.namespace,
+        "command": finding.command,
+        "rule": finding.rule,
+        "code_name": finding.code_name,
+        "reason": finding.message,
+        "shape": finding.shape,
+    }
 
 
 class Proxy(TaskOwner):
@@ -56,6 +73,7 @@ class Proxy(TaskOwner):
         self.tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._rejected_logged_at = 0.0
+        self.repeats = RepeatTable()  # refusal/warning lines counted, not written (log_repeats_s)
         self.stopping = False
         self.generation = 1  # +1 per successful reload
         self._address: str | None = None
@@ -88,22 +106,37 @@ class Proxy(TaskOwner):
         return True
 
     def report_refusal(self, conn: ClientConnection, view: CommandView, finding: Finding, enforced: bool) -> None:
-        """Log one refusal (or, in warn mode, what would have been refused) and report it."""
-        fields: dict[str, Any] = {
-            "client": conn.peer,
-            "app": conn.app_name,
-            "user": conn.user,
-            "namespace": finding.namespace,
-            "command": finding.command,
-            "rule": finding.rule,
-            "code_name": finding.code_name,
-            "reason": finding.message,
-            "shape": finding.shape,
-        }
-        if self.config.log_values:
-            fields["values"] = command_values(view)
-        log.warning("refused" if enforced else "warned", **fields)
+        """Log one refusal (or, in warn mode, what would have been refused) and report it.
+
+        The hooks (metrics, ``/report``) get every finding; the log line of a repeat
+        within ``log_repeats_s`` is only counted (:mod:`scalyproxy.server.repeats`), and
+        then nothing of it is built: in a refusal storm the line is most of the cost.
+        """
+        if log.threshold <= WARNING:
+            interval = self.config.log_repeats_s
+            repeats: int | None = 0
+            if interval > 0:
+                key = (enforced, finding.rule, finding.namespace, finding.command, finding.shape, conn.app_name)
+                repeats = self.repeats.admit(key, interval, finding, conn.peer, conn.user)
+            if repeats is not None:
+                fields = _finding_fields(conn.peer, conn.app_name, conn.user, finding)
+                if self.config.log_values:
+                    fields["values"] = command_values(view)
+                if repeats:
+                    fields["repeats"] = repeats
+                log.emit("warning", "refused" if enforced else "warned", fields)
         self.hooks.finding(conn, view, finding, enforced)
+
+    def flush_repeats(self, final: bool = False) -> None:
+        """One ``summary: true`` line per identity whose repeats were counted and not yet
+        logged, once its ``log_repeats_s`` has passed (``final``: all of them, at shutdown)."""
+        interval = self.config.log_repeats_s
+        for key, pending, seen in self.repeats.due(interval, final or interval <= 0):
+            enforced, app = key[0], key[5]
+            fields = _finding_fields(seen.client, app, seen.user, seen.finding)
+            fields["repeats"] = pending
+            fields["summary"] = True
+            log.emit("warning", "refused" if enforced else "warned", fields)
 
     def apply(self, config: ProxyConfig, engine: Engine) -> None:
         """Swap the config and the compiled policy together (hot reload).
@@ -158,9 +191,11 @@ class Proxy(TaskOwner):
 
     async def _sweep(self) -> None:
         """Close idle connections, clients whose message stalls (slowloris), and
-        connections whose upstream leaves a request unanswered (upstream_timeout_s)."""
+        connections whose upstream leaves a request unanswered (upstream_timeout_s);
+        write the summary lines of repeated refusals whose interval has passed."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.flush_repeats()
             limits = self.config.limits  # read each round: a reload may change them
             now = time.monotonic()
             for conn in list(self.connections):
@@ -197,4 +232,5 @@ class Proxy(TaskOwner):
             conn.close()
         for task in list(self.tasks):
             task.cancel()
+        self.flush_repeats(final=True)
         log.info("stopped", listen=self.address)

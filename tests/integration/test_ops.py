@@ -333,6 +333,54 @@ def test_user_from_sasl_start_is_logged_not_the_payload(start_proxy: Callable[..
     assert "fyko" not in p.log_text()
 
 
+REPEATS_CONFIG = """\
+listen: 127.0.0.1:0
+upstream: mongodb://127.0.0.1:1
+admin_listen: 127.0.0.1:0
+log_repeats_s: 3
+collections:
+  ops.secrets:
+    structure: {owner: string, pin: string}
+    indexes:
+      - fields: [owner]
+        shard_key: true
+"""
+
+
+def test_repeated_refusals_are_summarised_in_the_log_and_counted_in_full(
+    start_proxy: Callable[..., ProxyProcess],
+) -> None:
+    """N identical refusals in quick succession: one line, then one summary line with
+    repeats N-1 once log_repeats_s has passed; /metrics counts all N. What is still
+    pending when the proxy stops is written then. One connection: one worker of a fleet
+    sees them all (each worker summarises its own)."""
+    n = 20
+    p = start_proxy(REPEATS_CONFIG)
+    c = client(p, "storm-app", maxPoolSize=1)
+    try:
+        for _ in range(n):
+            with pytest.raises(OperationFailure) as exc:
+                c.ops.secrets.find_one({"pin": "x"})
+            assert exc.value.code == 29001
+        summary = wait_for_event(p, "refused", rule="global_query", summary=True)
+        refusals = value(scrape(admin_of(p)), "scalyproxy_refusals_total", rule="global_query", namespace="ops.secrets")
+        for _ in range(2):  # within log_repeats_s of the summary line: counted, written at stop
+            with pytest.raises(OperationFailure):
+                c.ops.secrets.find_one({"pin": "x"})
+    finally:
+        c.close()
+    assert refusals == n
+    lines = [e for e in log_events(p) if e["event"] == "refused"]
+    first = lines[0]
+    assert lines == [first, summary], json.dumps(lines, indent=1)
+    assert "repeats" not in first and "summary" not in first and first["app"] == "storm-app"
+    assert summary["repeats"] == n - 1 and summary["app"] == "storm-app" and summary["client"] == first["client"]
+    assert (summary["namespace"], summary["command"], summary["shape"]) == ("ops.secrets", "find", '{"pin":"string"}')
+    p.stop()
+    lines = [e for e in log_events(p) if e["event"] == "refused"]
+    assert len(lines) == 3 and lines[2]["summary"] is True and lines[2]["repeats"] == 2, json.dumps(lines, indent=1)
+
+
 # --- admin endpoints ---------------------------------------------------------------
 
 

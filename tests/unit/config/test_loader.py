@@ -58,6 +58,7 @@ def test_empty_config_gives_defaults() -> None:
     assert cfg.collections == {}
     assert cfg.source_path is None and len(cfg.source_hash) == 64
     assert ProxyConfig().policy.rules.unindexed_query == "warn"
+    assert cfg.log_repeats_s == 1.0
 
 
 def test_proxy_settings() -> None:
@@ -68,6 +69,7 @@ admin_listen: 127.0.0.1:9216
 limits: {max_connections: 5, idle_timeout_s: 1.5, message_read_timeout_s: 2, connect_timeout_s: 3, upstream_timeout_s: 0, max_message_size: 2048}
 log_level: debug
 log_values: true
+log_repeats_s: 2
 read_only: true
 report_size: 10
 drift_check: strict
@@ -80,6 +82,8 @@ drift_check_interval_s: 5
     assert cfg.limits == Limits(5, 1.5, 2, 3, 0, 2048)
     assert (cfg.log_level, cfg.log_values, cfg.read_only, cfg.report_size) == ("debug", True, True, 10)
     assert cfg.drift_check == "strict" and cfg.drift_check_interval_s == 5
+    assert cfg.log_repeats_s == 2.0 and isinstance(cfg.log_repeats_s, float)
+    assert load_config_text("log_repeats_s: 0\n").log_repeats_s == 0.0
 
 
 def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
@@ -111,6 +115,11 @@ def test_tls_paths_relative_to_the_config_file(tmp_path: Path) -> None:
         ("limits:\n  max_conections: 3\n", 2, "limits.max_conections", "unknown key"),
         ("log_level: loud\n", 1, "log_level", "debug | info | warning | error"),
         ("read_only: maybe\n", 1, "read_only", "true or false"),
+        ("log_repeats_s: -1\n", 1, "log_repeats_s", "out of range (at least 0 and at most 3600)"),
+        ("log_repeats_s: 3601\n", 1, "log_repeats_s", "out of range"),
+        ("log_repeats_s: .nan\n", 1, "log_repeats_s", "out of range"),
+        ("log_repeats_s: soon\n", 1, "log_repeats_s", "expected a number"),
+        ("log_repeats_s: true\n", 1, "log_repeats_s", "expected a number"),
         ("drift_check: sometimes\n", 1, "drift_check", "strict"),
         ("workers: 0\n", 1, "workers", "an integer from 1 to 256, or auto"),
         ("workers: many\n", 1, "workers", "or auto"),
