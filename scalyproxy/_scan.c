@@ -1568,6 +1568,19 @@ static inline void hs_feed(Hs *h, const void *data, size_t n) {
 }
 
 static inline void hs_u64(Hs *h, uint64_t v) {
+    if (hs_secret == NULL) { /* FNV-1a over the 8 little-endian bytes, without the buffer */
+        uint64_t x = h->v0;
+        for (int i = 0; i < 8; i++) x = (x ^ (uint8_t)(v >> (8 * i))) * FNV_PRIME;
+        h->v0 = x;
+        return;
+    }
+    if ((h->len & 7) == 0) { /* aligned: one SipHash block */
+        h->v3 ^= v;
+        SIP_ROUND(h);
+        h->v0 ^= v;
+        h->len += 8;
+        return;
+    }
     uint8_t b[8];
     for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
     hs_feed(h, b, 8);

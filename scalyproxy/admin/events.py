@@ -39,8 +39,6 @@ class AdminHooks(Hooks):
         self.report = report
         self.recorder = recorder  # None: the profile is off
         self._open_clients: set[str] = set()
-        self._bytes_in = metrics.bytes_in.values  # hot: plain dicts, see admin.metrics
-        self._bytes_out = metrics.bytes_out.values
         self._commands = metrics.commands.values
         self._proxy_seconds = metrics.proxy_seconds
         self._labels: dict[tuple[str, str | None], tuple[str, str]] = {}  # (command, ns) -> bounded labels
@@ -71,14 +69,6 @@ class AdminHooks(Hooks):
 
     def upstream_connect_failed(self, address: str, reason: str) -> None:
         self.metrics.upstream_connect_failures.labels(self.metrics.host(address)).inc()
-
-    def bytes_in(self, n: int) -> None:
-        values = self._bytes_in
-        values[()] = values.get((), 0) + n
-
-    def bytes_out(self, n: int) -> None:
-        values = self._bytes_out
-        values[()] = values.get((), 0) + n
 
     def protocol_error(self, kind: str) -> None:
         self.metrics.protocol_errors.labels(self.metrics.protocol_error_kind(kind)).inc()

@@ -35,6 +35,10 @@ class ProxyState(Protocol):
     upstreams: UpstreamPool
     hooks: Hooks
     compressors: frozenset[str]
+    #: bytes read from and written to clients (plain ints: the relay adds to them per chunk, the
+    #: metrics read them when scraped)
+    bytes_in: int
+    bytes_out: int
 
     def admit(self, conn: Any) -> bool:
         """Take a new connection in (False: refuse it, e.g. max_connections)."""

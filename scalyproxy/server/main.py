@@ -74,6 +74,7 @@ class Runtime:
         self.proxy = Proxy(cfg, self.hooks, relay_only=relay_only)
         self.metrics.hosts = frozenset(h.address for h in self.proxy.upstreams.hosts)
         self.metrics.before_scrape.append(self._profile_figures)
+        self.metrics.before_scrape.append(self._traffic_figures)
         self.drift = DriftChecker(self.proxy, self.metrics)
         self.admin: AdminServer | None = None
         self.flusher: ProfileFlusher | None = None
@@ -91,6 +92,10 @@ class Runtime:
         self.recorder.configure_sketches(cfg.profile.salt, cfg.profile.sample_rate, cfg.profile.sketch_keys,
                                          configured_keys(cfg))
         self.hooks.recorder = self.recorder if cfg.profile.enabled and not self.proxy.relay_only else None
+
+    def _traffic_figures(self) -> None:
+        self.metrics.bytes_in.values[()] = self.proxy.bytes_in
+        self.metrics.bytes_out.values[()] = self.proxy.bytes_out
 
     def _profile_figures(self) -> None:
         recorder = self.recorder

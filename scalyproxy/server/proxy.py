@@ -76,6 +76,8 @@ class Proxy(TaskOwner):
         self.repeats = RepeatTable()  # refusal/warning lines counted, not written (log_repeats_s)
         self.stopping = False
         self.generation = 1  # +1 per successful reload
+        self.bytes_in = 0  # from clients, per chunk (read by the metrics when scraped)
+        self.bytes_out = 0  # to clients
         self._address: str | None = None
         self.admin_address: str | None = None  # set by the admin listener, for the "started" line
         self.worker: int | None = None  # a fleet's worker (workers: N): its index; it shares the port

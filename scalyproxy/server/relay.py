@@ -124,7 +124,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.last_activity = now = time.monotonic()
         proxy = self.proxy
-        proxy.hooks.bytes_in(len(data))
+        proxy.bytes_in += len(data)
         framer = self._framer
         if framer is None:
             n = len(data)
@@ -338,7 +338,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.tracker.at_boundary():
             self.transport.write(reply)
-            self.proxy.hooks.bytes_out(len(reply))
+            self.proxy.bytes_out += len(reply)
         else:
             self.tracker.injections.append(reply)
 
@@ -362,7 +362,7 @@ class ClientConnection(asyncio.Protocol):
                 self._replies_done(tracker)
         else:
             return
-        self.proxy.hooks.bytes_out(len(data))
+        self.proxy.bytes_out += len(data)
 
     def _no_longer_awaiting(self, answered: Iterable[int], now: float) -> None:
         """Whole replies came back: their requests are answered (upstream_timeout_s)."""
@@ -475,7 +475,7 @@ class RawRelayConnection(ClientConnection):
         if self.closing:
             return
         self.last_activity = self.last_request = time.monotonic()
-        self.proxy.hooks.bytes_in(len(data))
+        self.proxy.bytes_in += len(data)
         upstream = self.upstream
         if upstream is None or self.waiting is not None:
             if self.waiting is not None:
@@ -496,7 +496,7 @@ class RawRelayConnection(ClientConnection):
             return
         transport.write(data)
         self.last_reply_end = time.monotonic()
-        self.proxy.hooks.bytes_out(len(data))
+        self.proxy.bytes_out += len(data)
 
     def send_own_reply(self, reply: bytes) -> None:  # never called: nothing is refused
         if self.transport is not None and not self.transport.is_closing():

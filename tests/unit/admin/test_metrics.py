@@ -71,8 +71,6 @@ def test_hooks_count_commands_findings_and_connections() -> None:
     hooks.client_closed("p1")
     hooks.client_rejected("p3", "max_connections (2) reached")
     hooks.client_closed("p3")  # the relay reports the refused one closed too: it never counted
-    hooks.bytes_in(100)
-    hooks.bytes_out(7)
     hooks.protocol_error("bad_length")
     hooks.round_trip("find", 0.003)
     s = _samples(m)
@@ -89,7 +87,6 @@ def test_hooks_count_commands_findings_and_connections() -> None:
     assert v("scalyproxy_proxy_seconds_count") == 4
     assert v("scalyproxy_client_connections") == 1
     assert v("scalyproxy_client_rejected_total", reason="max_connections") == 1
-    assert v("scalyproxy_bytes_in_total") == 100 and v("scalyproxy_bytes_out_total") == 7
     assert v("scalyproxy_protocol_errors_total", kind="bad_length") == 1
     assert v("scalyproxy_round_trip_seconds_count", command="find") == 1
     # the report keeps the real namespace: it is bounded by its own LRU, not by labels
