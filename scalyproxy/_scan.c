@@ -2513,6 +2513,27 @@ PyDoc_STRVAR(shape_hash_doc,
              "(fast_decide allowed it), else it is scanned first: a repeated key or a string that\n"
              "is not UTF-8 is the Python skeleton's. None when the Python skeleton must say.");
 
+/* shape_hash and shape_key: the message's shape id under FNV (secret NULL) or SipHash. */
+static PyObject *shape_of_message(PyObject *data, PyObject *marker, int scanned, const uint64_t *secret) {
+    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(marker), PyBytes_GET_SIZE(marker), NULL, 0, 0};
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t hash = 0;
+    int r = SH_NONE;
+    Span spans[MAX_SEQUENCES];
+    int32_t body_size;
+    int nseq;
+    if (scanned || parse_message(buffer.buf, buffer.len, &body_size, spans, &nseq)) {
+        hs_secret = secret;
+        r = sh_message(&c, buffer.buf, buffer.len, &hash);
+        hs_secret = NULL;
+    }
+    PyBuffer_Release(&buffer);
+    if (r == SH_ERROR) return NULL;
+    if (r == SH_NONE) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(hash);
+}
+
 static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "shape_hash(data, marker: bytes, scanned: bool = False)");
@@ -2520,20 +2541,7 @@ static PyObject *shape_hash(PyObject *module, PyObject *const *args, Py_ssize_t 
     }
     int scanned = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
     if (scanned < 0) return NULL;
-    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), NULL, 0, 0};
-    Py_buffer buffer;
-    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
-    uint64_t hash = 0;
-    int r = SH_NONE;
-    Span spans[MAX_SEQUENCES];
-    int32_t body_size;
-    int nseq;
-    if (scanned || parse_message(buffer.buf, buffer.len, &body_size, spans, &nseq))
-        r = sh_message(&c, buffer.buf, buffer.len, &hash);
-    PyBuffer_Release(&buffer);
-    if (r == SH_ERROR) return NULL;
-    if (r == SH_NONE) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(hash);
+    return shape_of_message(args[0], args[1], scanned, NULL);
 }
 
 PyDoc_STRVAR(shape_key_doc,
@@ -2554,23 +2562,7 @@ static PyObject *shape_key(PyObject *module, PyObject *const *args, Py_ssize_t n
         secret[0] |= (uint64_t)k[i] << (8 * i);
         secret[1] |= (uint64_t)k[8 + i] << (8 * i);
     }
-    ShapeCtx c = {(const uint8_t *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), NULL, 0, 0};
-    Py_buffer buffer;
-    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) return NULL;
-    uint64_t hash = 0;
-    int r = SH_NONE;
-    Span spans[MAX_SEQUENCES];
-    int32_t body_size;
-    int nseq;
-    if (parse_message(buffer.buf, buffer.len, &body_size, spans, &nseq)) {
-        hs_secret = secret;
-        r = sh_message(&c, buffer.buf, buffer.len, &hash);
-        hs_secret = NULL;
-    }
-    PyBuffer_Release(&buffer);
-    if (r == SH_ERROR) return NULL;
-    if (r == SH_NONE) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(hash);
+    return shape_of_message(args[0], args[1], 0, secret);
 }
 
 PyDoc_STRVAR(shape_digest_doc,
