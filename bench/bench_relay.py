@@ -13,7 +13,8 @@ the same with the traffic profile on (and its ratio to the profile off), and
 the parts the relay calls into (``command_view``, then ``engine.decide``), and the
 profile with the value sketches on at the default ``profile.sample_rate`` (issue 18).
 With ``--mix``: the same for each kind of command of the mixed workload (workload 6 of
-:mod:`bench.suite`, under its config), and the mix itself in its proportions; a refused
+:mod:`bench.suite`, under its config), and the mix itself in its proportions (also with the
+profile on, as the running proxy has it by default); a refused
 command gets no reply from upstream (the relay answers it).
 With ``--commands``: each command the C fast path answers (find, insert and the
 targeted update, delete, findAndModify, count, distinct, aggregate), full policy
@@ -137,6 +138,11 @@ def mix_cases(canned: Canned) -> dict[str, Callable[[int], None]]:
         requests = [msg for _, msg in ring]
         answers = [None if kind == "refused" else canned.op_msg(i + 1, replies[kind]) for i, (kind, _) in enumerate(ring)]
         cases[f"mix, {label}: full, admin hooks"] = round_trips(c, u, requests, answers)
+    # the mix as the running proxy decides it by default: the traffic profile on (issue 17)
+    c, u = wire(False, admin_hooks(cfg, profile=True), cfg)
+    ring = rings["(the mix)"]
+    answers = [None if kind == "refused" else canned.op_msg(i + 1, replies[kind]) for i, (kind, _) in enumerate(ring)]
+    cases["mix, (the mix): full, admin hooks, profile"] = round_trips(c, u, [msg for _, msg in ring], answers)
     return cases
 
 

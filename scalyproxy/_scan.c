@@ -2188,10 +2188,11 @@ static int leaf_by_value(const void *x, const void *y) {
  * 0 when a value's type is ranked only in Python. Then sort the leaves by where they are. */
 static int rank_leaves(QueryLeaves *q) {
     const Leaf *order[QUERY_LEAVES];
-    int n = 0;
+    int n = 0, ranked = 0;
     for (int i = 0; i < q->nleaves; i++) {
         Leaf *l = &q->leaves[i];
         if (q->counts[l->path] < 2) continue;
+        ranked = 1;
         if (family(l->type) == FAM_NONE) return 0;
         if (is_nan_leaf(l)) {
             l->rank = -1;
@@ -2207,7 +2208,8 @@ static int rank_leaves(QueryLeaves *q) {
         else if (value_order(prev, order[i]) != 0) rank++;
         ((Leaf *)order[i])->rank = rank;
     }
-    qsort(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
+    /* sorted for sh_ranked_leaf's bsearch, which only a path of two values or more reaches */
+    if (ranked) qsort(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
     return 1;
 }
 
