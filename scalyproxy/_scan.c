@@ -1494,10 +1494,10 @@ static inline void fnv_feed(uint64_t *h, const void *data, size_t n) {
 
 static inline void fnv_byte(uint64_t *h, uint8_t b) { *h = (*h ^ b) * FNV_PRIME; }
 
-static inline void fnv_u64(uint64_t *h, uint64_t v) {
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
-    fnv_feed(h, b, 8);
+static inline void fnv_u64(uint64_t *h, uint64_t v) { /* its 8 little-endian bytes */
+    uint64_t x = *h;
+    for (int i = 0; i < 8; i++) x = (x ^ (uint8_t)(v >> (8 * i))) * FNV_PRIME;
+    *h = x;
 }
 
 static inline uint64_t fnv_finish(uint64_t z) {
@@ -1546,7 +1546,7 @@ static inline void hs_init(Hs *h) {
 
 static inline void hs_byte(Hs *h, uint8_t b) {
     if (hs_secret == NULL) {
-        h->v0 = (h->v0 ^ b) * FNV_PRIME;
+        fnv_byte(&h->v0, b);
         return;
     }
     h->tail |= (uint64_t)b << (8 * (h->len & 7));
@@ -1568,10 +1568,8 @@ static inline void hs_feed(Hs *h, const void *data, size_t n) {
 }
 
 static inline void hs_u64(Hs *h, uint64_t v) {
-    if (hs_secret == NULL) { /* FNV-1a over the 8 little-endian bytes, without the buffer */
-        uint64_t x = h->v0;
-        for (int i = 0; i < 8; i++) x = (x ^ (uint8_t)(v >> (8 * i))) * FNV_PRIME;
-        h->v0 = x;
+    if (hs_secret == NULL) {
+        fnv_u64(&h->v0, v);
         return;
     }
     if ((h->len & 7) == 0) { /* aligned: one SipHash block */
