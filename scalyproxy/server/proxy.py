@@ -12,7 +12,7 @@ from typing import Any
 from bson import json_util
 
 from scalyproxy.config import ProxyConfig
-from scalyproxy.logs import LEVELS, log
+from scalyproxy.logs import log
 from scalyproxy.policy import Engine, Finding
 from scalyproxy.server.hooks import Hooks
 from scalyproxy.server.relay import ClientConnection, RawRelayConnection
@@ -26,7 +26,6 @@ from scalyproxy.wire.op_compressed import SUPPORTED_COMPRESSORS
 SWEEP_INTERVAL_S = 0.5
 MAX_LOGGED_VALUES = 4000  # characters of document values per line, with log_values: true
 MAX_LOGGED_DOCUMENTS = 10  # documents of each kind-1 sequence, with log_values: true
-WARNING = LEVELS["warning"]
 _NOT_VALUES = frozenset({"lsid", "$clusterTime", "signature", "txnNumber", "$db", "payload", "speculativeAuthenticate"})
 
 
@@ -114,7 +113,7 @@ class Proxy(TaskOwner):
         within ``log_repeats_s`` is only counted (:mod:`scalyproxy.server.repeats`), and
         then nothing of it is built: in a refusal storm the line is most of the cost.
         """
-        if log.threshold <= WARNING:
+        if log.enabled("warning"):
             interval = self.config.log_repeats_s
             repeats: int | None = 0
             if interval > 0:
