@@ -105,12 +105,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def workers_of(value: object) -> int | None:
+    """The worker count ``workers: N|auto`` asks for (config or ``--workers``); None when it is
+    neither ``auto`` nor an integer from 1 to MAX_WORKERS."""
+    if value == "auto":
+        return usable_cores()
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    return None
+
+
 def parse_workers(text: str) -> int:
     """``--workers N|auto``; ValueError naming the fix."""
-    if text == "auto":
-        return usable_cores()
-    if text.isdigit() and 1 <= int(text) <= MAX_WORKERS:
-        return int(text)
+    workers = workers_of(int(text) if text.isdigit() else text)
+    if workers is not None:
+        return workers
     raise ValueError(f"--workers: bad value {text!r} (an integer from 1 to {MAX_WORKERS}, or auto)")
 
 
@@ -212,11 +221,9 @@ class _Reader:
             values["workers"] = self.workers(entries["workers"][1])
 
     def workers(self, node: yaml.Node) -> int | Invalid:
-        value = scalar_value(node) if isinstance(node, yaml.ScalarNode) else None
-        if value == "auto":
-            return usable_cores()
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
-            return value
+        workers = workers_of(scalar_value(node) if isinstance(node, yaml.ScalarNode) else None)
+        if workers is not None:
+            return workers
         self.issues.add(node, "workers", f"bad value {kind_of(node)} (an integer from 1 to {MAX_WORKERS}, or auto)")
         return INVALID
 
