@@ -32,11 +32,18 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # -- /proc ------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads), in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of the process (all its threads), in seconds: the CPU spent in the
+    process's own code (the interpreter, uvloop, C extensions) and in the kernel on its behalf
+    (syscalls: socket reads and writes, epoll, and the TCP work they do on loopback)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # fields 14 and 15 of stat(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all its threads), in seconds."""
+    return sum(cpu_times(pid))
 
 
 def descendants(pid: int) -> list[int]:
@@ -59,16 +66,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(pid: int) -> dict[int, float]:
-    """utime + stime of ``pid`` and of each live process below it, by PID (a process that
+def tree_cpu_times(pid: int) -> dict[int, tuple[float, float]]:
+    """utime and stime of ``pid`` and of each live process below it, by PID (a process that
     ended since the last sample takes its CPU with it: workers are not expected to die)."""
     out = {}
     for p in [pid, *descendants(pid)]:
         try:
-            out[p] = cpu_seconds(p)
+            out[p] = cpu_times(p)
         except OSError:
             pass
     return out
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime of ``pid`` and of each live process below it, by PID."""
+    return {p: user + system for p, (user, system) in tree_cpu_times(pid).items()}
 
 
 def memory_kib(pid: int, missing_ok: bool = False) -> dict[str, int]:

@@ -340,6 +340,7 @@ def _peer_matrix(mix: list[Row]) -> list[str]:
            "Throughput in round trips/s, and in brackets as a multiple of direct (the limit):", "", head, rule]
     cells: dict[str, list[str]] = {p: [] for p in paths}
     cpu: dict[str, list[str]] = {p: [] for p in paths}
+    split: dict[str, list[str]] = {p: [] for p in paths}
     for b, c in columns:
         group = [r for r in mix if r["backend"] == b and r["connections"] == c]
         d, h = _find(group, path="direct"), _find(group, path="haproxy")
@@ -349,10 +350,18 @@ def _peer_matrix(mix: list[Row]) -> list[str]:
                             f"{r['throughput']:,.0f} ({_fmt(_ratio(r['throughput'], d and d['throughput']))})")
             cpu[p].append("-" if r is None or r["cpu_us"] is None else
                           f"{r['cpu_us']:.1f} ({_fmt(_ratio(r['cpu_us'], h and h['cpu_us']))})")
+            user = r and r["cpu_us"] is not None and r["extra"].get("user_us")
+            split[p].append("-" if r is None or user is None or user is False else
+                            f"{user:.1f} / {r['cpu_us'] - user:.1f}")
     out += [f"| {p} | " + " | ".join(cells[p]) + " |" for p in paths]
     out += ["", "Proxy CPU per round trip in microseconds (the process and its workers or threads), and in "
             "brackets as a multiple of HAProxy with one thread:", "", head, rule]
     out += [f"| {p} | " + " | ".join(cpu[p]) + " |" for p in paths if p != "direct"]
+    if any(cell != "-" for p in paths for cell in split[p]):
+        out += ["", "The same CPU split into the proxy's own code (user: the interpreter, uvloop, C "
+                "extensions) and the kernel's work for it (system: socket reads and writes, epoll, the TCP "
+                "stack), in microseconds per round trip, user / system:", "", head, rule]
+        out += [f"| {p} | " + " | ".join(split[p]) + " |" for p in paths if p != "direct"]
     return out + [""]
 
 

@@ -247,6 +247,7 @@ def measure(s: Settings, workload: str, connections: int, probe: Probe, window: 
     if probe.proxy is not None:
         res["cpu_s"] = after["cpu"] - before["cpu"]
         res["cpu_us"] = res["cpu_s"] / trips * 1e6
+        res["user_s"] = after["user"] - before["user"]
         res["proxy_util"] = res["cpu_s"] / wall
         res["rss_kib"] = before["rss"]
         res["peak_kib"] = after["hwm"]
@@ -260,8 +261,10 @@ def _sample(probe: Probe, gen: LoadGen) -> dict[str, Any]:
                            "load": sum(procs.cpu_seconds(p) for p in probe.load_pids),
                            "throttle": {name: b.throttling() for name, b in probe.budgets.items()}}
     if probe.proxy is not None:
-        out["tree"] = procs.tree_cpu_seconds(probe.proxy)
+        times = procs.tree_cpu_times(probe.proxy)
+        out["tree"] = {p: user + system for p, (user, system) in times.items()}
         out["cpu"] = sum(out["tree"].values())
+        out["user"] = sum(user for user, _ in times.values())  # the rest of "cpu" is the kernel's
         each = [procs.memory_kib(p, missing_ok=True) for p in out["tree"]]
         out["rss"], out["hwm"] = sum(e["VmRSS"] for e in each), sum(e["VmHWM"] for e in each)
         out["rss_each"] = [e["VmRSS"] for e in each]  # the supervisor first, then its workers
@@ -273,6 +276,8 @@ def to_result(backend: str, workload: str, connections: int, path: str, res: dic
     """A Result from merged windows; the mix's reply counts and a workers' CPU split go in extra."""
     if workload in ("mix", "mix-budget"):
         extra.update(kinds=res["kinds"], refused=res["refused"])
+    if "user_us" in res:  # the proxy's CPU per round trip in its own code; the rest is the kernel's
+        extra["user_us"] = round(res["user_us"], 2)
     if res.get("split") and len(res["split"]) > 1:
         extra["cpu_split"] = [round(x / max(1e-9, sum(res["split"])), 3) for x in res["split"]]
         extra["rss_each_kib"] = res["rss_each"]
@@ -290,6 +295,7 @@ def log_result(log: Callable[[str], None], r: Result) -> None:
     log(f"  {r.backend:8} {r.workload:11} c={r.connections:<3} {r.path:12} "
         f"{r.throughput:9.0f}/s p50 {r.p50_ms:6.3f} ms p99 {r.p99_ms:6.3f} ms"
         + (f" proxy {r.cpu_us:6.1f} us/rt" if r.cpu_us else "")
+        + (f" (user {r.extra['user_us']:.1f})" if r.cpu_us and "user_us" in r.extra else "")
         + (f" refused {r.extra['refused']}" if r.extra.get("refused") else "")
         + (f" ERRORS {r.errors}" if r.errors else ""))
 
@@ -517,6 +523,7 @@ def _merge(windows: list[dict[str, Any]]) -> dict[str, Any]:
     if "cpu_s" in windows[0]:
         cpu = sum(w["cpu_s"] for w in windows)
         res["cpu_us"] = cpu / max(1, trips) * 1e6
+        res["user_us"] = sum(w["user_s"] for w in windows) / max(1, trips) * 1e6
         res["proxy_util"] = cpu / seconds if seconds else 0.0
         res["rss_kib"] = windows[0]["rss_kib"]
         res["peak_kib"] = max(w["peak_kib"] for w in windows)

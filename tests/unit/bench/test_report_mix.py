@@ -71,3 +71,14 @@ def test_the_mix_section_puts_every_peer_side_by_side() -> None:
     assert "| mongobetween | 70.0 (4.67) |" in section  # CPU x HAProxy
     assert "| full-w2 | 0.80 | 14,000 | 1.75 |" in section  # 6b: x one worker
     assert "## Backend: canned" not in text  # no other workload ran
+
+
+def test_the_mix_section_splits_the_cpu_into_user_and_system() -> None:
+    split = [_row("mix", "direct", 30_000, None), _row("mix", "haproxy", 20_000, 15.0, user_us=1.5),
+             _row("mix", "full", 16_000, 21.0, user_us=8.25)]
+    text = report.markdown(_data(split))
+    section = text[text.index("## Workload 6"):text.index("## Method")]
+    assert "| haproxy | 1.5 / 13.5 |" in section
+    assert "| full | 8.2 / 12.8 |" in section or "| full | 8.3 / 12.8 |" in section
+    old = report.markdown(_data(MIX))  # results of a run before the split was measured: no table
+    assert "user / system" not in old[old.index("## Workload 6"):old.index("## Method")]
