@@ -745,8 +745,9 @@ static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
     const uint8_t *p = *pp;
     if (p >= end) return 0;
     e->type = *p++;
-    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
-    if (nul == NULL) return -1;
+    const uint8_t *nul = p; /* keys are short: a loop beats a call to memchr */
+    while (nul < end && *nul != 0) nul++;
+    if (nul == end) return -1;
     e->key = p;
     e->key_len = nul - p;
     e->value = nul + 1;
@@ -878,8 +879,16 @@ static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
  * key in a query, the rules of one table entry.
  */
 
+/* Short byte strings equal: a loop, inlined (memcmp is a call for a length not known here). */
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) return 0;
+    }
+    return 1;
+}
+
 static inline int key_is(const Elem *e, const char *name, Py_ssize_t n) {
-    return e->key_len == n && memcmp(e->key, name, (size_t)n) == 0;
+    return e->key_len == n && same_bytes(e->key, (const uint8_t *)name, n);
 }
 
 /* Values that fix a field by plain equality as the engine reads them
@@ -1702,6 +1711,28 @@ static int pair_second_order(const void *a, const void *b) {
     return (x[1] > y[1]) - (x[1] < y[1]);
 }
 
+/* qsort, or for a few items an insertion sort (no call per comparison through libc's merge
+ * sort and its copies). Every order sorted here is total on the items (no two compare equal
+ * unless interchangeable), so both give the same result. */
+#define SMALL_SORT 16
+static inline void sort_items(void *base, size_t n, size_t size, int (*order)(const void *, const void *)) {
+    if (n > SMALL_SORT || size > 32) {
+        qsort(base, n, size, order);
+        return;
+    }
+    uint8_t *items = base, held[32];
+    for (size_t i = 1; i < n; i++) {
+        size_t j = i;
+        if (order(items + (j - 1) * size, items + j * size) <= 0) continue;
+        memcpy(held, items + i * size, size);
+        while (j > 0 && order(items + (j - 1) * size, held) > 0) {
+            memcpy(items + j * size, items + (j - 1) * size, size);
+            j--;
+        }
+        memcpy(items + j * size, held, size);
+    }
+}
+
 enum { LIST_SET, LIST_COUNTED, LIST_SEQ };
 
 /* The list node of skeleton._hash_list from (element hash, position) pairs (v is reordered):
@@ -1711,7 +1742,7 @@ static uint64_t list_hash(Pairs *v, int kind) {
     Hs h;
     hs_init(&h);
     hs_byte(&h, kind == LIST_SET ? 'U' : kind == LIST_COUNTED ? 'C' : 'O');
-    qsort(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
+    sort_items(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
     Py_ssize_t groups = 0, i = 0;
     while (i < v->n) { /* group g goes to slot g <= i: nothing still to read is overwritten */
         uint64_t hash = v->items[2 * i], first = v->items[2 * i + 1];
@@ -1722,7 +1753,7 @@ static uint64_t list_hash(Pairs *v, int kind) {
         groups++;
         i = j;
     }
-    if (kind == LIST_SEQ) qsort(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
+    if (kind == LIST_SEQ) sort_items(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
     for (Py_ssize_t g = 0; g < groups; g++) {
         hs_u64(&h, v->items[2 * g]);
         if (kind != LIST_SET) hs_u64(&h, v->items[2 * g + 1] & 0xFFFFFFFFu);
@@ -1768,7 +1799,7 @@ typedef struct {
 /* Whether a key is in a list of names ended by {NULL, 0}. */
 static int in_list(const Elem *e, const Name *names) {
     for (; names->name != NULL; names++) {
-        if (names->len == e->key_len && memcmp(names->name, e->key, (size_t)e->key_len) == 0) return 1;
+        if (names->len == e->key_len && same_bytes((const uint8_t *)names->name, e->key, e->key_len)) return 1;
     }
     return 0;
 }
@@ -2200,7 +2231,7 @@ static int rank_leaves(QueryLeaves *q) {
         }
         order[n++] = l;
     }
-    qsort(order, (size_t)n, sizeof order[0], leaf_order);
+    sort_items(order, (size_t)n, sizeof order[0], leaf_order);
     int rank = 0;
     for (int i = 0; i < n; i++) {
         const Leaf *prev = i ? order[i - 1] : NULL;
@@ -2209,7 +2240,7 @@ static int rank_leaves(QueryLeaves *q) {
         ((Leaf *)order[i])->rank = rank;
     }
     /* sorted for sh_ranked_leaf's bsearch, which only a path of two values or more reaches */
-    if (ranked) qsort(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
+    if (ranked) sort_items(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
     return 1;
 }
 
@@ -2366,8 +2397,10 @@ typedef struct {
 static int top_order(const void *a, const void *b) {
     const TopField *x = a, *y = b;
     Py_ssize_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int d = memcmp(x->key, y->key, (size_t)n);
-    return d ? d : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+    for (Py_ssize_t i = 0; i < n; i++) { /* memcmp's order, without the call */
+        if (x->key[i] != y->key[i]) return x->key[i] < y->key[i] ? -1 : 1;
+    }
+    return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
 /* A top-level field or a kind-1 section (a list of documents) by its name: skeleton._Builder.top_field. */
@@ -2437,7 +2470,7 @@ static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t
     }
     *any = n > 0;
     if (n == 0) return SH_OK;
-    qsort(found, (size_t)n, sizeof(TopField), top_order);
+    sort_items(found, (size_t)n, sizeof(TopField), top_order);
     Hs h;
     hs_init(&h);
     hs_byte(&h, 'D');
@@ -2494,7 +2527,7 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
         n++;
     }
     if (more < 0) return SH_NONE;
-    qsort(fields, (size_t)n, sizeof(TopField), top_order);
+    sort_items(fields, (size_t)n, sizeof(TopField), top_order);
     for (Py_ssize_t i = 0; i < n; i++) {
         feed_key(&h, fields[i].key, fields[i].key_len);
         hs_u64(&h, fields[i].hash);
