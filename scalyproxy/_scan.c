@@ -2839,11 +2839,11 @@ static inline void set_slot(PyObject **slot, PyObject *value) { /* steals value 
 }
 
 PyDoc_STRVAR(rowops_count_doc,
-             "count(rows, data, marker) -> Row | None\n\n"
+             "count(rows, data, marker) -> Row | int | None\n\n"
              "An allowed command of the fast path (data: its bytes, scanned by fast_decide) counted in\n"
              "its row: rows.get(shape_hash(data, marker, True)), whose count and allowed go up by one and\n"
-             "last_seen becomes time.time(). None, having changed nothing, when there is no such row\n"
-             "(or the shape is Python's to say, or the row is not of the class): the caller records it.");
+             "last_seen becomes time.time(). Having changed nothing: the shape id when there is no such\n"
+             "row, None when the shape is Python's to say or the row is not of the class.");
 
 static PyObject *rowops_count(RowOps *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[2])) {
@@ -2853,11 +2853,12 @@ static PyObject *rowops_count(RowOps *r, PyObject *const *args, Py_ssize_t nargs
     PyObject *id = shape_of_message(args[1], args[2], 1, NULL);
     if (id == NULL || id == Py_None) return id;
     PyObject *row = PyDict_GetItemWithError(args[0], id); /* borrowed */
-    Py_DECREF(id);
     if (row == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
+        if (!PyErr_Occurred()) return id; /* no row yet: the caller makes it, knowing its id */
+        Py_DECREF(id);
+        return NULL;
     }
+    Py_DECREF(id);
     PyObject **count = ROW_SLOT(row, r, ROW_COUNT), **allowed = ROW_SLOT(row, r, ROW_ALLOWED);
     if (Py_TYPE(row) != r->cls || *count == NULL || *allowed == NULL) Py_RETURN_NONE;
     PyObject *now = wall_clock(), *c = plus_one(*count), *a = c == NULL ? NULL : plus_one(*allowed);
