@@ -2483,18 +2483,6 @@ static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t
     return SH_OK;
 }
 
-/* A replacement in a top-level "update" (findAndModify) numbers the values it shares with
- * "query": Python says. */
-static int top_replacement(const uint8_t *p, const uint8_t *end) {
-    Elem e;
-    int first = 1;
-    while (next_elem(&p, end, &e) > 0) {
-        if (!first && key_is(&e, "update", 6) && is_replacement(e.type, e.value, e.size)) return 1;
-        first = 0;
-    }
-    return 0;
-}
-
 static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *out) {
     if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) return SH_NONE;
     uint32_t flags = (uint32_t)read_i32(m + 16);
@@ -2502,7 +2490,8 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     Py_ssize_t body_size = read_i32(m + BODY_AT);
     const uint8_t *p, *end;
     if (body_size > len - BODY_AT || !doc_span(m + BODY_AT, body_size, &p, &end)) return SH_NONE;
-    if (top_replacement(p, end)) return SH_NONE;
+    /* A replacement in a top-level "update" (findAndModify) numbers the values it shares with
+     * "query": Python says. No pass of its own for it: sh_update answers None for it below. */
     int any_sections = 0, r, more, skip;
     uint64_t sections = 0, hash;
     if ((r = sh_sections(c, m, BODY_AT + body_size, len, &any_sections, &sections)) != SH_OK) return r;
