@@ -2828,20 +2828,26 @@ static inline void set_slot(PyObject **slot, PyObject *value) { /* steals value 
 }
 
 PyDoc_STRVAR(rowops_count_doc,
-             "count(rows, data, marker) -> Row | int | None\n\n"
+             "count(apps, app, data, marker) -> Row | int | None\n\n"
              "An allowed command of the fast path (data: its bytes, scanned by fast_decide) counted in\n"
-             "its row: rows.get(shape_hash(data, marker, True)), whose count and allowed go up by one and\n"
+             "its row, apps[app][shape_hash(data, marker, True)], whose count and allowed go up by one and\n"
              "last_seen becomes time.time(). Having changed nothing: the shape id when there is no such\n"
              "row, None when the shape is Python's to say or the row is not of the class.");
 
 static PyObject *rowops_count(RowOps *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "count(rows: dict, data, marker: bytes)");
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "count(apps: dict, app, data, marker: bytes)");
         return NULL;
     }
-    PyObject *id = shape_of_message(args[1], args[2], 1, NULL);
+    PyObject *id = shape_of_message(args[2], args[3], 1, NULL);
     if (id == NULL || id == Py_None) return id;
-    PyObject *row = PyDict_GetItemWithError(args[0], id); /* borrowed */
+    PyObject *rows = PyDict_GetItemWithError(args[0], args[1]); /* borrowed */
+    if (rows == NULL || !PyDict_CheckExact(rows)) {
+        if (!PyErr_Occurred()) return id; /* no row yet: the caller makes it, knowing its id */
+        Py_DECREF(id);
+        return NULL;
+    }
+    PyObject *row = PyDict_GetItemWithError(rows, id); /* borrowed */
     if (row == NULL) {
         if (!PyErr_Occurred()) return id; /* no row yet: the caller makes it, knowing its id */
         Py_DECREF(id);

@@ -4,10 +4,10 @@ On the fast path (a targeted find or insert allowed by ``_scan.fast_decide``)
 the row is found by the C shape id of the message's bytes (``_scan.shape_hash``)
 and the command's appName: two dictionary lookups, no decoding; once the row
 exists, :meth:`Recorder.record_allowed` finds and counts it in one C call
-(``_scan.RowOps.count``). The skeleton is
-built in Python only the first time a shape id is seen (then from a view decoded
-for that once), or for the commands the C function leaves to Python (updates,
-aggregations...: the engine has decoded them already).
+(``_scan.RowOps.count``). The skeleton is built in Python only the first time a
+shape id is seen (then from a view decoded for that once), or for the commands
+the C function leaves to Python (updates, aggregations...: the engine has
+decoded them already).
 
 ``record`` returns the row; the relay keeps it with the request and hands it to
 ``round_trip`` when the reply comes, which adds the latency to it.
@@ -59,6 +59,7 @@ Data = bytes | bytearray | memoryview
 Shape = tuple[dict[str, Any], str | None, str]  # skeleton, namespace, command
 
 MAX_CACHED_SHAPES: Final = 1 << 16
+UNKNOWN: Final = -1  # record's shape_id not computed yet (shape ids are unsigned)
 
 
 def namespace_for(command: str, db: str, body: Mapping[str, Any]) -> str | None:
@@ -124,28 +125,13 @@ class Recorder:
 
     # -- the hot path ----------------------------------------------------------------
 
-    def record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None) -> Row:
-        """Count one decided command; ``view`` is None on the fast path (``data`` then has it)."""
-        # the fast path's bytes were scanned by fast_decide; others are scanned by shape_hash
-        shape_id = shape_hash(data, self._token, view is None) if shape_hash is not None and data is not None else None
-        return self._record(app, view, verdict, data, shape_id)
-
-    def record_allowed(self, app: str | None, verdict: Verdict, data: Data) -> Row:
-        """``record(app, None, verdict, data)`` for a command the fast path allowed (``verdict``
-        has no refusal and no warning): one C call (``RowOps.count``) when its row exists."""
-        rows = self._apps.get(app)
-        if rows is None or _count is None:
-            return self.record(app, None, verdict, data)
-        got = _count(rows, data, self._token)
-        if got.__class__ is not Row:  # no row yet (got: its shape id), or Python's shape to say (None)
-            return self._record(app, None, verdict, data, got)
-        row: Row = got
-        if row.sketch:
-            self._maybe_sketch(row, None, data)
-        return row
-
-    def _record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None,
-                shape_id: int | None) -> Row:
+    def record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None,
+               shape_id: int | None = UNKNOWN) -> Row:
+        """Count one decided command; ``view`` is None on the fast path (``data`` then has it).
+        ``shape_id``: ``shape_hash`` of ``data`` when the caller has it (None: Python's to say)."""
+        if shape_id == UNKNOWN:
+            # the fast path's bytes were scanned by fast_decide; others are scanned by shape_hash
+            shape_id = shape_hash(data, self._token, view is None) if shape_hash is not None and data is not None else None
         rows = self._apps.get(app)
         if rows is None:
             rows = self._apps[app] = {}
@@ -161,6 +147,19 @@ class Recorder:
         row.last_seen = _now()
         if row.sketch:  # an insert with keys to sketch
             self._maybe_sketch(row, view, data)
+        return row
+
+    def record_allowed(self, app: str | None, verdict: Verdict, data: Data) -> Row:
+        """``record(app, None, verdict, data)`` for a command the fast path allowed (``verdict``
+        has no refusal and no warning): one C call (``RowOps.count``) when its row exists."""
+        if _count is None:
+            return self.record(app, None, verdict, data)
+        got = _count(self._apps, app, data, self._token)
+        if got.__class__ is not Row:  # no row yet (got: its shape id), or Python's shape to say (None)
+            return self.record(app, None, verdict, data, got)
+        row: Row = got
+        if row.sketch:
+            self._maybe_sketch(row, None, data)
         return row
 
     def _maybe_sketch(self, row: Row, view: CommandLike | None, data: Data | None) -> None:

@@ -156,19 +156,24 @@ def test_count_counts_the_row_of_the_shape_or_says_why_not() -> None:
     assert isinstance(sid, int)
     row = new_row()
     row.allowed = 2
-    assert ops.count({}, find, TOKEN) == sid  # no row yet: its id, nothing counted
+    assert ops.count({}, "a", find, TOKEN) == sid  # no rows for the app yet: the id, nothing counted
+    assert ops.count({"a": {}}, "a", find, TOKEN) == sid  # no row yet
     before = row.last_seen
-    assert ops.count({sid: row}, find, TOKEN) is row
+    assert ops.count({"a": {sid: row}}, "a", find, TOKEN) is row
     assert (row.count, row.allowed, row.outcomes) == (1, 3, {}) and row.last_seen > before
     row.count = 2**70  # beyond 64 bits: Python's arithmetic
-    ops.count({sid: row}, find, TOKEN)
+    ops.count({None: {sid: row}}, None, find, TOKEN)
     assert row.count == 2**70 + 1
     sub = SubRow(sid, None, None, None, None, 0.0)
-    assert ops.count({sid: sub}, find, TOKEN) is None and sub.count == 0  # another class: Python's
+    assert ops.count({"a": {sid: sub}}, "a", find, TOKEN) is None and sub.count == 0  # another class: Python's
     odd = encode_op_msg({"explain": {"find": "c"}, "$db": "d"}, request_id=1)
-    assert shape_hash(odd, TOKEN, True) is None and ops.count({}, odd, TOKEN) is None
+    assert shape_hash(odd, TOKEN, True) is None and ops.count({}, "a", odd, TOKEN) is None
     with pytest.raises(TypeError):
-        ops.count({}, find, "marker")  # type: ignore[arg-type]
+        ops.count({}, "a", find, "marker")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ops.count({}, find, TOKEN)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ops.count({[]: {}}, [], find, TOKEN)  # type: ignore[dict-item]  # an app that is no key
 
 
 def test_no_reference_is_leaked() -> None:
@@ -177,22 +182,23 @@ def test_no_reference_is_leaked() -> None:
     sid = shape_hash(find, TOKEN, True)
     assert sid is not None
     row = new_row()
-    rows = {sid: row}
+    apps = {"a": {sid: row}}
     series = Series(PROXY_BUCKETS)
     seconds = 0.00123
     for _ in range(100):  # warm: the dict's items and small ints exist
-        ops.count(rows, find, TOKEN)
+        ops.count(apps, "a", find, TOKEN)
         ops.observe(row, seconds)
         series.observe(seconds)
-    counts = [sys.getrefcount(x) for x in (row, rows, find, seconds, ops, series, Row)]
+    counts = [sys.getrefcount(x) for x in (row, apps, apps["a"], find, seconds, ops, series, Row)]
     total = sys.gettotalrefcount() if hasattr(sys, "gettotalrefcount") else None
     for _ in range(1000):
-        ops.count(rows, find, TOKEN)
-        ops.count({}, find, TOKEN)
+        ops.count(apps, "a", find, TOKEN)
+        ops.count(apps, "b", find, TOKEN)
+        ops.count({"a": {}}, "a", find, TOKEN)
         ops.observe(row, seconds)
         series.observe(seconds)
         series.counts  # noqa: B018
-    assert [sys.getrefcount(x) for x in (row, rows, find, seconds, ops, series, Row)] == counts
+    assert [sys.getrefcount(x) for x in (row, apps, apps["a"], find, seconds, ops, series, Row)] == counts
     if total is not None:  # a debug build
         assert abs(sys.gettotalrefcount() - total) < 50
     assert row.count == 1100 and sum(row.latency.values()) == 1100
