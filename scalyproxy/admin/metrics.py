@@ -9,7 +9,8 @@ client sends can create a new time series.
 Metrics touched for every command or every chunk of bytes are :class:`HotCounter`
 and :class:`HotHistogram`: plain dicts of numbers (a histogram's series in C,
 ``_scan.Series``, when the extension is built), updated on the event loop
-without a lock (a counter about 0.1 µs, an observation 0.05 µs), which
+without a lock (an observation about 0.1 µs through :meth:`HotHistogram.observe`,
+0.04 µs through the series' own ``observe``, which the hooks keep), which
 prometheus_client formats at scrape time.
 prometheus_client's own Counter and Histogram take 1.6 µs and 4 µs per update
 (a lock, exemplars), too much for the relay's hot path. The others are
