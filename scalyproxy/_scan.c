@@ -19,6 +19,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -738,13 +740,30 @@ typedef struct {
     Py_ssize_t size;
 } Elem;
 
+/* The first NUL byte of [p, end), or end. Keys are short: eight bytes at a time with no call (memchr's
+ * setup costs more than a key), the first NUL the lowest byte flagged (little-endian; exact: a flag
+ * in error only ever follows a true zero byte). */
+static inline const uint8_t *find_nul(const uint8_t *p, const uint8_t *end) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t zero = (w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL;
+        if (zero) return p + (__builtin_ctzll(zero) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && *p != 0) p++;
+    return p;
+}
+
 /* The next element of a scanned document's elements [*pp, end): 1, 0 at the end, -1 if malformed. */
 static int next_elem(const uint8_t **pp, const uint8_t *end, Elem *e) {
     const uint8_t *p = *pp;
     if (p >= end) return 0;
     e->type = *p++;
-    const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
-    if (nul == NULL) return -1;
+    const uint8_t *nul = find_nul(p, end);
+    if (nul == end) return -1;
     e->key = p;
     e->key_len = nul - p;
     e->value = nul + 1;
@@ -876,8 +895,16 @@ static PyObject *schema_unconfirmed(PyObject *module, PyObject *args) {
  * key in a query, the rules of one table entry.
  */
 
+/* Short byte strings equal: a loop, inlined (memcmp is a call for a length not known here). */
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) return 0;
+    }
+    return 1;
+}
+
 static inline int key_is(const Elem *e, const char *name, Py_ssize_t n) {
-    return e->key_len == n && memcmp(e->key, name, (size_t)n) == 0;
+    return e->key_len == n && same_bytes(e->key, (const uint8_t *)name, n);
 }
 
 /* Values that fix a field by plain equality as the engine reads them
@@ -1700,6 +1727,28 @@ static int pair_second_order(const void *a, const void *b) {
     return (x[1] > y[1]) - (x[1] < y[1]);
 }
 
+/* qsort, or for a few items an insertion sort (no call per comparison through libc's merge
+ * sort and its copies). Every order sorted here is total on the items (no two compare equal
+ * unless interchangeable), so both give the same result. */
+#define SMALL_SORT 16
+static inline void sort_items(void *base, size_t n, size_t size, int (*order)(const void *, const void *)) {
+    if (n > SMALL_SORT || size > 32) {
+        qsort(base, n, size, order);
+        return;
+    }
+    uint8_t *items = base, held[32];
+    for (size_t i = 1; i < n; i++) {
+        size_t j = i;
+        if (order(items + (j - 1) * size, items + j * size) <= 0) continue;
+        memcpy(held, items + i * size, size);
+        while (j > 0 && order(items + (j - 1) * size, held) > 0) {
+            memcpy(items + j * size, items + (j - 1) * size, size);
+            j--;
+        }
+        memcpy(items + j * size, held, size);
+    }
+}
+
 enum { LIST_SET, LIST_COUNTED, LIST_SEQ };
 
 /* The list node of skeleton._hash_list from (element hash, position) pairs (v is reordered):
@@ -1709,7 +1758,7 @@ static uint64_t list_hash(Pairs *v, int kind) {
     Hs h;
     hs_init(&h);
     hs_byte(&h, kind == LIST_SET ? 'U' : kind == LIST_COUNTED ? 'C' : 'O');
-    qsort(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
+    sort_items(v->items, (size_t)v->n, 2 * sizeof(uint64_t), pair_order);
     Py_ssize_t groups = 0, i = 0;
     while (i < v->n) { /* group g goes to slot g <= i: nothing still to read is overwritten */
         uint64_t hash = v->items[2 * i], first = v->items[2 * i + 1];
@@ -1720,7 +1769,7 @@ static uint64_t list_hash(Pairs *v, int kind) {
         groups++;
         i = j;
     }
-    if (kind == LIST_SEQ) qsort(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
+    if (kind == LIST_SEQ) sort_items(v->items, (size_t)groups, 2 * sizeof(uint64_t), pair_second_order);
     for (Py_ssize_t g = 0; g < groups; g++) {
         hs_u64(&h, v->items[2 * g]);
         if (kind != LIST_SET) hs_u64(&h, v->items[2 * g + 1] & 0xFFFFFFFFu);
@@ -1766,7 +1815,7 @@ typedef struct {
 /* Whether a key is in a list of names ended by {NULL, 0}. */
 static int in_list(const Elem *e, const Name *names) {
     for (; names->name != NULL; names++) {
-        if (names->len == e->key_len && memcmp(names->name, e->key, (size_t)e->key_len) == 0) return 1;
+        if (names->len == e->key_len && same_bytes((const uint8_t *)names->name, e->key, e->key_len)) return 1;
     }
     return 0;
 }
@@ -2198,7 +2247,7 @@ static int rank_leaves(QueryLeaves *q) {
         }
         order[n++] = l;
     }
-    qsort(order, (size_t)n, sizeof order[0], leaf_order);
+    sort_items(order, (size_t)n, sizeof order[0], leaf_order);
     int rank = 0;
     for (int i = 0; i < n; i++) {
         const Leaf *prev = i ? order[i - 1] : NULL;
@@ -2207,7 +2256,7 @@ static int rank_leaves(QueryLeaves *q) {
         ((Leaf *)order[i])->rank = rank;
     }
     /* sorted for sh_ranked_leaf's bsearch, which only a path of two values or more reaches */
-    if (ranked) qsort(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
+    if (ranked) sort_items(q->leaves, (size_t)q->nleaves, sizeof(Leaf), leaf_by_value);
     return 1;
 }
 
@@ -2364,8 +2413,10 @@ typedef struct {
 static int top_order(const void *a, const void *b) {
     const TopField *x = a, *y = b;
     Py_ssize_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int d = memcmp(x->key, y->key, (size_t)n);
-    return d ? d : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+    for (Py_ssize_t i = 0; i < n; i++) { /* memcmp's order, without the call */
+        if (x->key[i] != y->key[i]) return x->key[i] < y->key[i] ? -1 : 1;
+    }
+    return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
 /* A top-level field or a kind-1 section (a list of documents) by its name: skeleton._Builder.top_field. */
@@ -2435,7 +2486,7 @@ static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t
     }
     *any = n > 0;
     if (n == 0) return SH_OK;
-    qsort(found, (size_t)n, sizeof(TopField), top_order);
+    sort_items(found, (size_t)n, sizeof(TopField), top_order);
     Hs h;
     hs_init(&h);
     hs_byte(&h, 'D');
@@ -2448,18 +2499,6 @@ static int sh_sections(ShapeCtx *c, const uint8_t *m, Py_ssize_t pos, Py_ssize_t
     return SH_OK;
 }
 
-/* A replacement in a top-level "update" (findAndModify) numbers the values it shares with
- * "query": Python says. */
-static int top_replacement(const uint8_t *p, const uint8_t *end) {
-    Elem e;
-    int first = 1;
-    while (next_elem(&p, end, &e) > 0) {
-        if (!first && key_is(&e, "update", 6) && is_replacement(e.type, e.value, e.size)) return 1;
-        first = 0;
-    }
-    return 0;
-}
-
 static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *out) {
     if (len < BODY_AT + 5 || read_i32(m) != len || read_i32(m + 12) != 2013) return SH_NONE;
     uint32_t flags = (uint32_t)read_i32(m + 16);
@@ -2467,7 +2506,8 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
     Py_ssize_t body_size = read_i32(m + BODY_AT);
     const uint8_t *p, *end;
     if (body_size > len - BODY_AT || !doc_span(m + BODY_AT, body_size, &p, &end)) return SH_NONE;
-    if (top_replacement(p, end)) return SH_NONE;
+    /* A replacement in a top-level "update" (findAndModify) numbers the values it shares with
+     * "query": Python says. No pass of its own for it: sh_update answers None for it below. */
     int any_sections = 0, r, more, skip;
     uint64_t sections = 0, hash;
     if ((r = sh_sections(c, m, BODY_AT + body_size, len, &any_sections, &sections)) != SH_OK) return r;
@@ -2492,7 +2532,7 @@ static int sh_message(ShapeCtx *c, const uint8_t *m, Py_ssize_t len, uint64_t *o
         n++;
     }
     if (more < 0) return SH_NONE;
-    qsort(fields, (size_t)n, sizeof(TopField), top_order);
+    sort_items(fields, (size_t)n, sizeof(TopField), top_order);
     for (Py_ssize_t i = 0; i < n; i++) {
         feed_key(&h, fields[i].key, fields[i].key_len);
         hs_u64(&h, fields[i].hash);
@@ -2579,6 +2619,323 @@ static PyObject *shape_digest(PyObject *module, PyObject *data) {
     return PyLong_FromUnsignedLongLong(fnv_finish(h));
 }
 
+/* -- the hooks' accounting ------------------------------------------------------------
+ *
+ * What the admin hooks (scalyproxy.admin.events) do for every command and every reply,
+ * with no Python frame of their own: a histogram series' observation (Series, the
+ * metrics' HotHistogram series) and the profile row's counting and latency (RowOps,
+ * on scalyproxy.evidence.table.Row). Each gives the figures its Python twin gives, to
+ * the bit (tests/unit/admin/test_hot_c.py); the objects they update stay readable and
+ * writable from Python as before.
+ */
+
+/* bisect.bisect_left / bisect_right on doubles, their loops as written in Python (a NaN
+ * compares false both ways: bisect_left puts it first, bisect_right last, as Python does). */
+static inline Py_ssize_t bisect_left_d(const double *a, Py_ssize_t n, double x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (a[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static inline Py_ssize_t bisect_right_d(const double *a, Py_ssize_t n, double x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (x < a[mid]) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+/* A tuple of numbers as doubles (PyMem); NULL with an exception set. */
+static double *doubles_of(PyObject *seq, Py_ssize_t *n) {
+    if (!PyTuple_Check(seq)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of floats");
+        return NULL;
+    }
+    *n = PyTuple_GET_SIZE(seq);
+    double *out = PyMem_Malloc((size_t)(*n ? *n : 1) * sizeof(double));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        out[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(seq, i));
+        if (out[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* Series: one histogram series, its bucket counts (per bucket, not cumulative; the last is
+ * +Inf) and the sum of the values, as metrics._Series holds them. */
+typedef struct {
+    PyObject_HEAD
+    double *bounds;
+    Py_ssize_t nbounds;
+    long long *counts; /* nbounds + 1 */
+    double total;
+} Series;
+
+static void series_dealloc(Series *s) {
+    PyMem_Free(s->bounds);
+    PyMem_Free(s->counts);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *series_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *bounds;
+    if (!PyArg_ParseTuple(args, "O!:Series", &PyTuple_Type, &bounds)) return NULL;
+    Series *s = (Series *)type->tp_alloc(type, 0);
+    if (s == NULL) return NULL;
+    s->bounds = doubles_of(bounds, &s->nbounds);
+    s->counts = s->bounds == NULL ? NULL : PyMem_Calloc((size_t)s->nbounds + 1, sizeof(long long));
+    if (s->counts == NULL) {
+        if (s->bounds != NULL) PyErr_NoMemory();
+        Py_DECREF(s);
+        return NULL;
+    }
+    s->total = 0.0;
+    return (PyObject *)s;
+}
+
+static PyObject *series_observe(Series *s, PyObject *value) {
+    double x = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyFloat_AsDouble(value);
+    if (x == -1.0 && PyErr_Occurred()) return NULL;
+    s->counts[bisect_left_d(s->bounds, s->nbounds, x)]++; /* le: value <= bound */
+    s->total += x;
+    Py_RETURN_NONE;
+}
+
+static PyObject *series_counts(Series *s, void *closure) {
+    PyObject *out = PyList_New(s->nbounds + 1);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i <= s->nbounds; i++) {
+        PyObject *n = PyLong_FromLongLong(s->counts[i]);
+        if (n == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, n);
+    }
+    return out;
+}
+
+static PyObject *series_total(Series *s, void *closure) { return PyFloat_FromDouble(s->total); }
+
+static PyMethodDef series_methods[] = {
+    {"observe", (PyCFunction)series_observe, METH_O, "observe(value): one more value in its bucket and the sum."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef series_getset[] = {
+    {"counts", (getter)series_counts, NULL, "A new list of the counts per bucket (not cumulative; last: +Inf).",
+     NULL},
+    {"total", (getter)series_total, NULL, "The sum of the values observed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject SeriesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "scalyproxy._scan.Series",
+    .tp_basicsize = sizeof(Series),
+    .tp_dealloc = (destructor)series_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Series(bounds: tuple[float, ...]): one histogram series (bisect_left on the bounds).",
+    .tp_methods = series_methods,
+    .tp_getset = series_getset,
+    .tp_new = series_new,
+};
+
+/* RowOps: the hot figures of a profile row, written through the __slots__ of its class
+ * (their offsets read once from the class's member descriptors; only rows of exactly that
+ * class are touched, anything else is left to Python). */
+enum { ROW_COUNT, ROW_ALLOWED, ROW_LAST_SEEN, ROW_LATENCY, ROW_LATENCY_SUM, ROW_SLOTS };
+static const char *const ROW_SLOT_NAMES[ROW_SLOTS] = {"count", "allowed", "last_seen", "latency", "latency_sum"};
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls;
+    Py_ssize_t offset[ROW_SLOTS];
+    double *ends;
+    Py_ssize_t nends;
+    PyObject *observe_name;
+} RowOps;
+
+#define ROW_SLOT(row, ops, i) ((PyObject **)((char *)(row) + (ops)->offset[i]))
+
+static int rowops_traverse(RowOps *r, visitproc visit, void *arg) {
+    Py_VISIT(r->cls);
+    return 0;
+}
+
+static int rowops_clear(RowOps *r) {
+    Py_CLEAR(r->cls);
+    return 0;
+}
+
+static void rowops_dealloc(RowOps *r) {
+    PyObject_GC_UnTrack(r);
+    rowops_clear(r);
+    Py_CLEAR(r->observe_name);
+    PyMem_Free(r->ends);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *rowops_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *cls, *ends;
+    if (!PyArg_ParseTuple(args, "O!O!:RowOps", &PyType_Type, &cls, &PyTuple_Type, &ends)) return NULL;
+    RowOps *r = (RowOps *)type->tp_alloc(type, 0);
+    if (r == NULL) return NULL;
+    r->cls = (PyTypeObject *)Py_NewRef(cls);
+    for (int i = 0; i < ROW_SLOTS; i++) {
+        PyObject *d = PyDict_GetItemString(r->cls->tp_dict, ROW_SLOT_NAMES[i]); /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "RowOps: %s.%s is not a slot of its own", r->cls->tp_name,
+                         ROW_SLOT_NAMES[i]);
+            Py_DECREF(r);
+            return NULL;
+        }
+        r->offset[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    r->ends = doubles_of(ends, &r->nends);
+    r->observe_name = PyUnicode_InternFromString("observe");
+    if (r->ends == NULL || r->observe_name == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return (PyObject *)r;
+}
+
+/* x + 1 as Python's `x += 1` gives it (a new reference). */
+static PyObject *plus_one(PyObject *x) {
+    if (PyLong_CheckExact(x)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+        if (!overflow && v != -1 && v < LLONG_MAX) return PyLong_FromLongLong(v + 1);
+        if (v == -1 && PyErr_Occurred()) return NULL;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL) return NULL;
+    PyObject *out = PyNumber_InPlaceAdd(x, one);
+    Py_DECREF(one);
+    return out;
+}
+
+/* time.time(), computed as it does (_PyTime_AsSecondsDouble of the system clock in ns). */
+static PyObject *wall_clock(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    double d = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+    return PyFloat_FromDouble(d);
+}
+
+static inline void set_slot(PyObject **slot, PyObject *value) { /* steals value */
+    PyObject *old = *slot;
+    *slot = value;
+    Py_XDECREF(old);
+}
+
+PyDoc_STRVAR(rowops_count_doc,
+             "count(apps, app, data, marker) -> Row | int | None\n\n"
+             "An allowed command of the fast path (data: its bytes, scanned by fast_decide) counted in\n"
+             "its row, apps[app][shape_hash(data, marker, True)], whose count and allowed go up by one and\n"
+             "last_seen becomes time.time(). Having changed nothing: the shape id when there is no such\n"
+             "row, None when the shape is Python's to say or the row is not of the class.");
+
+static PyObject *rowops_count(RowOps *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "count(apps: dict, app, data, marker: bytes)");
+        return NULL;
+    }
+    PyObject *id = shape_of_message(args[2], args[3], 1, NULL);
+    if (id == NULL || id == Py_None) return id;
+    PyObject *rows = PyDict_GetItemWithError(args[0], args[1]); /* borrowed */
+    if (rows == NULL || !PyDict_CheckExact(rows)) {
+        if (!PyErr_Occurred()) return id; /* no row yet: the caller makes it, knowing its id */
+        Py_DECREF(id);
+        return NULL;
+    }
+    PyObject *row = PyDict_GetItemWithError(rows, id); /* borrowed */
+    if (row == NULL) {
+        if (!PyErr_Occurred()) return id; /* no row yet: the caller makes it, knowing its id */
+        Py_DECREF(id);
+        return NULL;
+    }
+    Py_DECREF(id);
+    PyObject **count = ROW_SLOT(row, r, ROW_COUNT), **allowed = ROW_SLOT(row, r, ROW_ALLOWED);
+    if (Py_TYPE(row) != r->cls || *count == NULL || *allowed == NULL) Py_RETURN_NONE;
+    PyObject *now = wall_clock(), *c = plus_one(*count), *a = c == NULL ? NULL : plus_one(*allowed);
+    if (now == NULL || c == NULL || a == NULL) {
+        Py_XDECREF(now);
+        Py_XDECREF(c);
+        Py_XDECREF(a);
+        return NULL;
+    }
+    set_slot(count, c);
+    set_slot(allowed, a);
+    set_slot(ROW_SLOT(row, r, ROW_LAST_SEEN), now);
+    return Py_NewRef(row);
+}
+
+PyDoc_STRVAR(rowops_observe_doc,
+             "observe(row, seconds) -> None\n\n"
+             "Row.observe(seconds) (one round trip in its latency bucket and sum), in C for a row of\n"
+             "the class and a float; anything else calls row.observe.");
+
+static PyObject *rowops_observe(RowOps *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "observe(row, seconds)");
+        return NULL;
+    }
+    PyObject *row = args[0], *seconds = args[1];
+    PyObject **latency = ROW_SLOT(row, r, ROW_LATENCY), **sum = ROW_SLOT(row, r, ROW_LATENCY_SUM);
+    if (Py_TYPE(row) != r->cls || !PyFloat_CheckExact(seconds) || *latency == NULL || !PyDict_CheckExact(*latency) ||
+        *sum == NULL || !PyFloat_CheckExact(*sum))
+        return PyObject_CallMethodOneArg(row, r->observe_name, seconds);
+    double x = PyFloat_AS_DOUBLE(seconds);
+    PyObject *index = PyLong_FromSsize_t(bisect_right_d(r->ends, r->nends, x));
+    if (index == NULL) return NULL;
+    PyObject *old = PyDict_GetItemWithError(*latency, index), *n; /* borrowed */
+    if (old == NULL && PyErr_Occurred()) n = NULL;
+    else n = old == NULL ? PyLong_FromLong(1) : plus_one(old);
+    PyObject *total = n == NULL ? NULL : PyFloat_FromDouble(PyFloat_AS_DOUBLE(*sum) + x);
+    int failed = total == NULL || PyDict_SetItem(*latency, index, n) < 0;
+    Py_DECREF(index);
+    Py_XDECREF(n);
+    if (failed) {
+        Py_XDECREF(total);
+        return NULL;
+    }
+    set_slot(sum, total);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef rowops_methods[] = {
+    {"count", (PyCFunction)(void (*)(void))rowops_count, METH_FASTCALL, rowops_count_doc},
+    {"observe", (PyCFunction)(void (*)(void))rowops_observe, METH_FASTCALL, rowops_observe_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RowOpsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "scalyproxy._scan.RowOps",
+    .tp_basicsize = sizeof(RowOps),
+    .tp_dealloc = (destructor)rowops_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)rowops_traverse,
+    .tp_clear = (inquiry)rowops_clear,
+    .tp_doc = "RowOps(row_class, ends: tuple[float, ...]): Row's hot figures updated in C (see count, observe).",
+    .tp_methods = rowops_methods,
+    .tp_new = rowops_new,
+};
+
 static PyMethodDef methods[] = {
     {"fast_decide", (PyCFunction)(void (*)(void))fast_decide, METH_FASTCALL, fast_decide_doc},
     {"shape_hash", (PyCFunction)(void (*)(void))shape_hash, METH_FASTCALL, shape_hash_doc},
@@ -2605,5 +2962,13 @@ PyMODINIT_FUNC PyInit__scan(void) {
     state.db_key = PyUnicode_InternFromString("$db");
     state.max_key = PyUnicode_InternFromString("max_message_size");
     if (state.op_msg == NULL || state.db_key == NULL || state.max_key == NULL) return NULL;
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&SeriesType) < 0 || PyType_Ready(&RowOpsType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Series", (PyObject *)&SeriesType) < 0 ||
+        PyModule_AddObjectRef(module, "RowOps", (PyObject *)&RowOpsType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -2,21 +2,23 @@
 profile, user names.
 
 :class:`AdminHooks` is the :class:`~scalyproxy.server.hooks.Hooks` the running
-proxy uses. Every method is a few dictionary lookups and a counter increment,
-and none raises into the relay. With the profile on, :meth:`AdminHooks.command`
+proxy uses. Every method is a few dictionary lookups and a counter increment
+(the histogram observations and the profile row's figures in C: ``_scan.Series``,
+``_scan.RowOps``), and none raises into the relay. With the profile on, :meth:`AdminHooks.command`
 returns the command's profile row (:mod:`scalyproxy.evidence.recorder`), which
 the relay hands back to :meth:`AdminHooks.round_trip` with the latency.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from scalyproxy.admin.auth import user_of
 from scalyproxy.admin.metrics import Metrics
 from scalyproxy.admin.report import ShadowReport
 from scalyproxy.evidence.recorder import Recorder
-from scalyproxy.evidence.table import Row
+from scalyproxy.evidence.table import Row, observe_row
 from scalyproxy.logs import log
 from scalyproxy.policy import Finding, Verdict
 from scalyproxy.server.hooks import Hooks
@@ -40,11 +42,11 @@ class AdminHooks(Hooks):
         self.recorder = recorder  # None: the profile is off
         self._open_clients: set[str] = set()
         self._commands = metrics.commands.values
-        self._proxy_seconds = metrics.proxy_seconds
         self._labels: dict[tuple[str, str | None], tuple[str, str]] = {}  # (command, ns) -> bounded labels
         self._command_keys: dict[tuple[str, str | None, str], tuple[str, ...]] = {}  # raw -> label values
-        self._allowed_keys: dict[int, tuple[Verdict, tuple[str, ...]]] = {}  # id -> (verdict, label values)
-        self._round_trip_labels: dict[str, tuple[str]] = {}  # command -> label values
+        self._allowed_keys: dict[int, tuple[Verdict, tuple[str, ...], bool]] = {}  # id -> (verdict, labels, plain)
+        self._observe_proxy_seconds = metrics.proxy_seconds.observer()
+        self._round_trip_observers: dict[str, Callable[[float], None]] = {}  # command -> its series' observe
 
     # -- connections ------------------------------------------------------------------
 
@@ -91,20 +93,23 @@ class AdminHooks(Hooks):
         v: Verdict = verdict
         hit = self._allowed_keys.get(id(v))
         if hit is not None and hit[0] is v:  # an allowed verdict of the engine's cache, seen before
-            key = hit[1]
+            key, plain = hit[1], hit[2]
         else:
-            key = self._command_key(v)
+            key, plain = self._command_key(v), False
         counts = self._commands
         counts[key] = counts.get(key, 0) + 1
-        self._proxy_seconds.observe(proxy_seconds)
-        if v.marker_used:
-            self.metrics.allow_marker_used.inc((key[1],))
-        if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None and view is not None:
-            conn.user = _user(view)
+        self._observe_proxy_seconds(proxy_seconds)
+        if not plain:
+            if v.marker_used:
+                self.metrics.allow_marker_used.inc((key[1],))
+            if v.command in AUTH_COMMANDS and getattr(conn, "user", None) is None and view is not None:
+                conn.user = _user(view)
         recorder = self.recorder
         if recorder is None:
             return v.command
         try:
+            if plain and view is None:  # the fast path's: its row counted in C once it exists
+                return recorder.record_allowed(conn.app_name, v, data)
             return recorder.record(conn.app_name, view, v, data)
         except Exception as exc:  # the profile must never cost a command
             errors = self.metrics.profile_errors
@@ -125,8 +130,10 @@ class AdminHooks(Hooks):
                 self._command_keys[raw] = key
         if allowed and len(self._allowed_keys) < 4096:
             # allowed verdicts come from the engine's bounded cache and are reused: keyed by
-            # identity (the entry keeps the verdict alive, so its id is not reused meanwhile)
-            self._allowed_keys[id(v)] = (v, key)
+            # identity (the entry keeps the verdict alive, so its id is not reused meanwhile);
+            # plain: nothing more to do for it than count it (no marker, not an auth command)
+            plain = not v.marker_used and v.command not in AUTH_COMMANDS
+            self._allowed_keys[id(v)] = (v, key, plain)
         return key
 
     def round_trip(self, tag: Any, seconds: float) -> None:
@@ -137,15 +144,15 @@ class AdminHooks(Hooks):
                 recorder = self.recorder
                 row = recorder.successor(row) if recorder is not None else None  # type: ignore[assignment]
             if row is not None:
-                row.observe(seconds)
+                observe_row(row, seconds)
         else:
             command = tag
-        labels = self._round_trip_labels.get(command)
-        if labels is None:
-            labels = (self._bounded(command, None)[0],)
-            if len(self._round_trip_labels) < 4096:
-                self._round_trip_labels[command] = labels
-        self.metrics.round_trip_seconds.observe(seconds, labels)
+        observe = self._round_trip_observers.get(command)
+        if observe is None:
+            observe = self.metrics.round_trip_seconds.observer((self._bounded(command, None)[0],))
+            if len(self._round_trip_observers) < 4096:
+                self._round_trip_observers[command] = observe
+        observe(seconds)
 
     def finding(self, conn: Any, view: Any, finding: Finding, enforced: bool) -> None:
         m = self.metrics
@@ -167,4 +174,4 @@ class AdminHooks(Hooks):
         self._labels.clear()
         self._command_keys.clear()
         self._allowed_keys.clear()
-        self._round_trip_labels.clear()
+        self._round_trip_observers.clear()

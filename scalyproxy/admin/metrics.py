@@ -7,8 +7,11 @@ closed set (plus ``other``), upstream hosts from the upstream URI. Nothing a
 client sends can create a new time series.
 
 Metrics touched for every command or every chunk of bytes are :class:`HotCounter`
-and :class:`HotHistogram`: plain dicts of numbers, updated on the event loop
-without a lock (about 0.2 µs), which prometheus_client formats at scrape time.
+and :class:`HotHistogram`: plain dicts of numbers (a histogram's series in C,
+``_scan.Series``, when the extension is built), updated on the event loop
+without a lock (an observation about 0.1 µs through :meth:`HotHistogram.observe`,
+0.04 µs through the series' own ``observe``, which the hooks keep), which
+prometheus_client formats at scrape time.
 prometheus_client's own Counter and Histogram take 1.6 µs and 4 µs per update
 (a lock, exemplars), too much for the relay's hot path. The others are
 prometheus_client's Counter, Gauge and Info. Everything is read and written on
@@ -20,7 +23,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import generate_latest
@@ -124,11 +127,38 @@ class HotCounter:
 
 
 class _Series:
-    __slots__ = ("counts", "total")
+    """One series: its bucket counts and sum (the pure-Python install's; else ``_scan.Series``)."""
 
-    def __init__(self, n: int) -> None:
-        self.counts = [0] * n  # per bucket, not cumulative; the last one is +Inf
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last one is +Inf
         self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.total += value
+
+
+class SeriesLike(Protocol):
+    """What a histogram series shows: ``counts`` per bucket (the last one +Inf) and ``total``."""
+
+    @property
+    def counts(self) -> list[int]: ...
+    @property
+    def total(self) -> float: ...
+    def observe(self, value: float, /) -> None: ...
+
+
+try:  # the same in C: an observation without a Python frame (about 40 ns, against 200)
+    from scalyproxy._scan import Series as _CSeries
+except ImportError:  # pragma: no cover - the pure-Python install
+    _CSeries = None  # type: ignore[assignment,misc]
+
+
+def new_series(bounds: tuple[float, ...]) -> SeriesLike:
+    return _Series(bounds) if _CSeries is None else _CSeries(bounds)
 
 
 class HotHistogram:
@@ -138,15 +168,21 @@ class HotHistogram:
                  registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self.bounds = tuple(sorted(buckets))
-        self.series: dict[LabelValues, _Series] = {} if labelnames else {(): _Series(len(self.bounds) + 1)}
+        self.series: dict[LabelValues, SeriesLike] = {} if labelnames else {(): new_series(self.bounds)}
         registry.register(self)
 
     def observe(self, value: float, labels: LabelValues = ()) -> None:
         series = self.series.get(labels)
         if series is None:
-            series = self.series[labels] = _Series(len(self.bounds) + 1)
-        series.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
-        series.total += value
+            series = self.series[labels] = new_series(self.bounds)
+        series.observe(value)
+
+    def observer(self, labels: LabelValues = ()) -> Callable[[float], None]:
+        """The ``observe`` of one series (made now if new): what the hooks keep and call per command."""
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = new_series(self.bounds)
+        return series.observe
 
     def count(self, labels: LabelValues = ()) -> int:
         series = self.series.get(labels)

@@ -2,10 +2,12 @@
 
 On the fast path (a targeted find or insert allowed by ``_scan.fast_decide``)
 the row is found by the C shape id of the message's bytes (``_scan.shape_hash``)
-and the command's appName: two dictionary lookups, no decoding. The skeleton is
-built in Python only the first time a shape id is seen (then from a view decoded
-for that once), or for the commands the C function leaves to Python (updates,
-aggregations...: the engine has decoded them already).
+and the command's appName: two dictionary lookups, no decoding; once the row
+exists, :meth:`Recorder.record_allowed` finds and counts it in one C call
+(``_scan.RowOps.count``). The skeleton is built in Python only the first time a
+shape id is seen (then from a view decoded for that once), or for the commands
+the C function leaves to Python (updates, aggregations...: the engine has
+decoded them already).
 
 ``record`` returns the row; the relay keeps it with the request and hands it to
 ``round_trip`` when the reply comes, which adds the latency to it.
@@ -37,7 +39,7 @@ from typing import Any, Final
 from scalyproxy.evidence.fields import keys_of
 from scalyproxy.evidence.skeleton import hash_json, skeleton_of
 from scalyproxy.evidence.sketches import KeyTracker
-from scalyproxy.evidence.table import ProfileTable, Row, app_key, outcome_of
+from scalyproxy.evidence.table import ROW_OPS, ProfileTable, Row, app_key, outcome_of
 from scalyproxy.logs import log
 from scalyproxy.policy.commands import canonical, namespace_of
 from scalyproxy.policy.model import CommandLike, Verdict
@@ -51,10 +53,13 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python install: every skeleton is built in Python
     shape_hash = None  # type: ignore[assignment]
 
+_count = ROW_OPS.count if ROW_OPS is not None else None
+
 Data = bytes | bytearray | memoryview
 Shape = tuple[dict[str, Any], str | None, str]  # skeleton, namespace, command
 
 MAX_CACHED_SHAPES: Final = 1 << 16
+UNKNOWN: Final = -1  # record's shape_id not computed yet (shape ids are unsigned)
 
 
 def namespace_for(command: str, db: str, body: Mapping[str, Any]) -> str | None:
@@ -120,13 +125,16 @@ class Recorder:
 
     # -- the hot path ----------------------------------------------------------------
 
-    def record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None) -> Row:
-        """Count one decided command; ``view`` is None on the fast path (``data`` then has it)."""
+    def record(self, app: str | None, view: CommandLike | None, verdict: Verdict, data: Data | None,
+               shape_id: int | None = UNKNOWN) -> Row:
+        """Count one decided command; ``view`` is None on the fast path (``data`` then has it).
+        ``shape_id``: ``shape_hash`` of ``data`` when the caller has it (None: Python's to say)."""
+        if shape_id == UNKNOWN:
+            # the fast path's bytes were scanned by fast_decide; others are scanned by shape_hash
+            shape_id = shape_hash(data, self._token, view is None) if shape_hash is not None and data is not None else None
         rows = self._apps.get(app)
         if rows is None:
             rows = self._apps[app] = {}
-        # the fast path's bytes were scanned by fast_decide; others are scanned by shape_hash
-        shape_id = shape_hash(data, self._token, view is None) if shape_hash is not None and data is not None else None
         row = rows.get(shape_id) if shape_id is not None else None
         if row is None:
             row = self._row(rows, app, shape_id, view, data)
@@ -138,16 +146,33 @@ class Recorder:
             row.outcomes[key] = row.outcomes.get(key, 0) + 1
         row.last_seen = _now()
         if row.sketch:  # an insert with keys to sketch
-            self._tick += 1
-            if self._tick >= self._every:
-                self._tick = 0
-                try:
-                    self._sketch(row, view, data)
-                except Exception as exc:  # a bug of ours: the row still counts the command
-                    self.sketch_errors += 1
-                    if self.sketch_errors in (1, 10, 100) or self.sketch_errors % 1000 == 0:
-                        log.error("internal_error", error=f"profile sketches: {exc!r}", count=self.sketch_errors)
+            self._maybe_sketch(row, view, data)
         return row
+
+    def record_allowed(self, app: str | None, verdict: Verdict, data: Data) -> Row:
+        """``record(app, None, verdict, data)`` for a command the fast path allowed (``verdict``
+        has no refusal and no warning): one C call (``RowOps.count``) when its row exists."""
+        if _count is None:
+            return self.record(app, None, verdict, data)
+        got = _count(self._apps, app, data, self._token)
+        if got.__class__ is not Row:  # no row yet (got: its shape id), or Python's shape to say (None)
+            return self.record(app, None, verdict, data, got)
+        row: Row = got
+        if row.sketch:
+            self._maybe_sketch(row, None, data)
+        return row
+
+    def _maybe_sketch(self, row: Row, view: CommandLike | None, data: Data | None) -> None:
+        """One insert in ``1 / sample_rate`` has its keys' values sketched."""
+        self._tick += 1
+        if self._tick >= self._every:
+            self._tick = 0
+            try:
+                self._sketch(row, view, data)
+            except Exception as exc:  # a bug of ours: the row still counts the command
+                self.sketch_errors += 1
+                if self.sketch_errors in (1, 10, 100) or self.sketch_errors % 1000 == 0:
+                    log.error("internal_error", error=f"profile sketches: {exc!r}", count=self.sketch_errors)
 
     def _sketch(self, row: Row, view: CommandLike | None, data: Data | None) -> None:
         tracker = self.tracker

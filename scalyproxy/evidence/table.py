@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from scalyproxy.evidence.sketches import SketchTable
@@ -202,6 +202,17 @@ class Row:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a profile row ({type(exc).__name__}: {exc})") from None
         return row
+
+
+try:  # Row's hot figures updated in C, without a Python frame: RowOps.count and .observe
+    from scalyproxy._scan import RowOps
+
+    ROW_OPS: RowOps | None = RowOps(Row, tuple(_ENDS))
+except ImportError:  # pragma: no cover - the pure-Python install
+    ROW_OPS = None
+
+#: ``Row.observe(row, seconds)``, in C when the extension is built (the hooks' call per reply)
+observe_row: Callable[[Row, float], None] = Row.observe if ROW_OPS is None else ROW_OPS.observe
 
 
 def _opt_str(value: Any) -> str | None:
