@@ -16,6 +16,11 @@ bytes -> frame (:mod:`scalyproxy.wire.framer`) -> verdict (the fast path, or
 -> bytes: the original ones upstream, or an error reply
 (:mod:`~scalyproxy.server.refusal`). A connection reads what it needs of its
 proxy through :class:`~scalyproxy.server.context.ProxyState`.
+
+With the C extension the common round trip (a whole message ``fast_decide``
+allows, a whole reply) runs in C, in the bases ``_scan.ClientLane`` and
+``_scan.UpstreamLane``, which call the methods here for everything else (see
+docs/wire.md, "The common round trip runs in C").
 """
 
 from __future__ import annotations
