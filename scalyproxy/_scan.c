@@ -2615,10 +2615,9 @@ static struct {
     PyObject *s_bytes_in, *s_bytes_out, *s_engine, *s_fast, *s_hooks, *s_command, *s_round_trip,
         *s_config, *s_limits, *s_timeout, *s_transport, *s_is_closing, *s_write, *s_chunk_received,
         *s_failed, *s_handle, *s_send, *s_answered, *s_no_longer_awaiting, *s_reply_in_pieces,
-        *s_whole, *s_from_upstream, *s_fast_decide, *s_make_frame;
+        *s_whole, *s_from_upstream, *s_fast_decide, *s_make_frame, *s_max_pending;
 } lane;
 
-#define MAX_PENDING_RTT 1024 /* relay.MAX_PENDING_RTT */
 
 /* time.monotonic(), computed as Python computes it (the same double for the same clock reading) */
 static double monotonic_now(void) {
@@ -2637,7 +2636,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *client;
+    PyObject *client, *transport;
 } UpstreamLane;
 
 typedef struct {
@@ -2825,7 +2824,26 @@ static int lane_send(ClientLane *self, PyObject *data, const uint8_t *m, PyObjec
     PyObject *upstream = member(self->upstream, o, "upstream");
     if (upstream == NULL) return -1;
     PyObject *transport = NULL;
-    if (upstream != Py_None && (transport = PyObject_GetAttr(upstream, lane.s_transport)) == NULL) return -1;
+    if (upstream != Py_None) {
+        if (Py_IS_TYPE(upstream, &UpstreamLaneType) || PyObject_TypeCheck(upstream, &UpstreamLaneType)) {
+            transport = member(((UpstreamLane *)upstream)->transport, upstream, "transport");
+            Py_XINCREF(transport);
+        } else {
+            transport = PyObject_GetAttr(upstream, lane.s_transport);
+        }
+        if (transport == NULL) return -1;
+    }
+    Py_ssize_t max_pending = 0;
+    PyObject *max_obj = PyDict_GetItemWithError(lane.relay, lane.s_max_pending);
+    if (max_obj == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_NameError, "name 'MAX_PENDING_RTT' is not defined");
+    } else {
+        max_pending = PyLong_AsSsize_t(max_obj);
+    }
+    if (PyErr_Occurred()) {
+        Py_XDECREF(transport);
+        return -1;
+    }
     if (!expects_reply || transport == NULL || transport == Py_None || self->sent_at == NULL ||
         !PyDict_CheckExact(self->sent_at)) {
         Py_XDECREF(transport);
@@ -2838,7 +2856,7 @@ static int lane_send(ClientLane *self, PyObject *data, const uint8_t *m, PyObjec
     set_member(&self->last_request, now);
     PyObject *key = PyLong_FromLong(rid);
     if (key == NULL) goto error;
-    if (PyDict_GET_SIZE(self->sent_at) < MAX_PENDING_RTT) {
+    if (PyDict_GET_SIZE(self->sent_at) < max_pending) {
         PyObject *sent = PyTuple_Pack(2, now, tag);
         if (sent == NULL || PyDict_SetItem(self->sent_at, key, sent) < 0) {
             Py_XDECREF(sent);
@@ -3202,11 +3220,13 @@ static PyObject *upstream_data_received(UpstreamLane *self, PyObject *data) {
 
 static int upstream_traverse(UpstreamLane *self, visitproc visit, void *arg) {
     Py_VISIT(self->client);
+    Py_VISIT(self->transport);
     return 0;
 }
 
 static int upstream_clear(UpstreamLane *self) {
     Py_CLEAR(self->client);
+    Py_CLEAR(self->transport);
     return 0;
 }
 
@@ -3218,6 +3238,7 @@ static void upstream_dealloc(UpstreamLane *self) {
 
 static PyMemberDef upstream_members[] = {
     {"client", T_OBJECT_EX, offsetof(UpstreamLane, client), 0, NULL},
+    {"transport", T_OBJECT_EX, offsetof(UpstreamLane, transport), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -3276,6 +3297,7 @@ static int lane_init(PyObject *module) {
         {&lane.s_no_longer_awaiting, "_no_longer_awaiting"}, {&lane.s_reply_in_pieces, "_reply_in_pieces"},
         {&lane.s_whole, "whole"}, {&lane.s_from_upstream, "from_upstream"},
         {&lane.s_fast_decide, "fast_decide"}, {&lane.s_make_frame, "make_frame"},
+        {&lane.s_max_pending, "MAX_PENDING_RTT"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return -1;

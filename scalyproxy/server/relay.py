@@ -115,9 +115,10 @@ class _UpstreamFields(asyncio.Protocol):
     """The pure-Python base of :class:`UpstreamConnection` (``_scan.UpstreamLane`` with the
     C extension: replies go to the client's C lane without a Python call)."""
 
-    __slots__ = ("client",)
+    __slots__ = ("client", "transport")
 
     client: ClientConnection
+    transport: asyncio.Transport | None
 
     def data_received(self, data: bytes) -> None:
         self.client.from_upstream(data)
@@ -582,12 +583,12 @@ class RawRelayConnection(ClientConnection):
 class UpstreamConnection(_UpstreamBase):
     """The proxy's connection to one mongos, owned by one client connection."""
 
-    __slots__ = ("host", "transport", "pause_reasons", "closed")  # and the base's client
+    __slots__ = ("host", "pause_reasons", "closed")  # and the base's client and transport
 
     def __init__(self, client: ClientConnection, host: HostState) -> None:
         self.client = client
         self.host = host
-        self.transport: asyncio.Transport | None = None
+        self.transport = None
         self.pause_reasons: tuple[str, ...] = ()
         self.closed = False
 
