@@ -2603,8 +2603,8 @@ static PyObject *shape_digest(PyObject *module, PyObject *data) {
  * - UpstreamLane.data_received: client.from_upstream(data), without a frame of
  *   Python in between.
  *
- * Everything rarer (moreToCome, a closed upstream transport, awaiting replies
- * under upstream_timeout_s, injections, drop and capture ids) calls the Python
+ * Everything rarer (moreToCome, a closed upstream transport, injections, drop
+ * and capture ids, replies in pieces) calls the Python
  * methods the Python path calls. The hooks stay Python calls, with the same
  * arguments in the same order. The GIL is held throughout.
  */
@@ -2615,7 +2615,8 @@ static struct {
     PyObject *s_bytes_in, *s_bytes_out, *s_engine, *s_fast, *s_hooks, *s_command, *s_round_trip,
         *s_config, *s_limits, *s_timeout, *s_transport, *s_is_closing, *s_write, *s_chunk_received,
         *s_failed, *s_handle, *s_send, *s_answered, *s_no_longer_awaiting, *s_reply_in_pieces,
-        *s_whole, *s_from_upstream, *s_fast_decide, *s_make_frame, *s_max_pending;
+        *s_whole, *s_from_upstream, *s_fast_decide, *s_make_frame, *s_max_pending,
+        *s_last_upstream_data;
 } lane;
 
 
@@ -3109,7 +3110,16 @@ static PyObject *lane_from_upstream(ClientLane *self, PyObject *data) {
     if (awaiting == NULL) goto error_now;
     int waiting = PyDict_CheckExact(awaiting) ? PyDict_GET_SIZE(awaiting) != 0 : PyObject_IsTrue(awaiting);
     if (waiting < 0) goto error_now;
-    if (waiting) {
+    if (waiting && PyDict_CheckExact(awaiting)) { /* ClientConnection._no_longer_awaiting, for one reply */
+        if (PyObject_SetAttr(o, lane.s_last_upstream_data, now_obj) < 0) goto error_now;
+        PyObject *key = PyLong_FromLong(response_to);
+        if (key == NULL) goto error_now;
+        int r = PyDict_Contains(awaiting, key);
+        if (r > 0) r = PyDict_DelItem(awaiting, key);
+        Py_DECREF(key);
+        if (r < 0) goto error_now;
+        if (PyDict_GET_SIZE(awaiting) == 0) PyDict_Clear(awaiting);
+    } else if (waiting) {
         PyObject *answered = Py_BuildValue("(l)", (long)response_to);
         if (answered == NULL) goto error_now;
         PyObject *call_args[2] = {answered, now_obj};
@@ -3297,7 +3307,7 @@ static int lane_init(PyObject *module) {
         {&lane.s_no_longer_awaiting, "_no_longer_awaiting"}, {&lane.s_reply_in_pieces, "_reply_in_pieces"},
         {&lane.s_whole, "whole"}, {&lane.s_from_upstream, "from_upstream"},
         {&lane.s_fast_decide, "fast_decide"}, {&lane.s_make_frame, "make_frame"},
-        {&lane.s_max_pending, "MAX_PENDING_RTT"},
+        {&lane.s_max_pending, "MAX_PENDING_RTT"}, {&lane.s_last_upstream_data, "last_upstream_data"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return -1;

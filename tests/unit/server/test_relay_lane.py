@@ -89,6 +89,12 @@ def test_the_common_round_trip_runs_no_python_of_the_relay(monkeypatch: pytest.M
         r.upstream.data_received(scenarios._reply(100 + i))
     assert called == []
     assert sum(e[0] == "round_trip" for e in r.log) == 3
+    timed = scenarios.Run(timeout_s=5)  # upstream_timeout_s: awaiting kept in C too
+    timed.client.data_received(scenarios._find(1, 100))
+    assert list(timed.client.awaiting) == [100]
+    timed.upstream.data_received(scenarios._reply(100))
+    assert not timed.client.awaiting and timed.client.last_upstream_data == timed.client.last_reply_end
+    assert called == []
     r.client.data_received(scenarios._refused(200))  # the engine's: Python
     assert called == ["_handle"]
     r.client.data_received(scenarios._find(1, 201)[:20])  # a piece: the framer's, in Python
