@@ -2899,14 +2899,22 @@ error:
 /* The common case once it is known to be one: 0, or -1 with the error set (for _failed). */
 static int lane_whole_request(ClientLane *self, PyObject *data, double started, PyObject *now) {
     PyObject *o = (PyObject *)self, *engine, *table, *verdict;
-    PyObject *proxy = member(self->proxy, o, "proxy");
-    if (proxy == NULL || (engine = PyObject_GetAttr(proxy, lane.s_engine)) == NULL) return -1;
-    table = PyObject_GetAttr(engine, lane.s_fast);
-    Py_DECREF(engine);
-    if (table == NULL) return -1;
+    PyObject *proxy = member(self->proxy, o, "proxy"), *hooks;
+    if (proxy == NULL) return -1;
+    Py_INCREF(proxy);
+    engine = PyObject_GetAttr(proxy, lane.s_engine);
+    table = engine == NULL ? NULL : PyObject_GetAttr(engine, lane.s_fast);
+    Py_XDECREF(engine);
+    hooks = table == NULL ? NULL : PyObject_GetAttr(proxy, lane.s_hooks);
+    Py_DECREF(proxy);
+    if (hooks == NULL) {
+        Py_XDECREF(table);
+        return -1;
+    }
     PyObject *args[2] = {data, table};
     verdict = fast_decide(NULL, args, 2);
     Py_DECREF(table);
+    if (verdict == NULL || verdict == Py_None) Py_DECREF(hooks);
     if (verdict == NULL) return -1;
     if (verdict == Py_None) { /* the engine decides: self._handle(make_frame(data)) */
         Py_DECREF(verdict);
@@ -2921,8 +2929,7 @@ static int lane_whole_request(ClientLane *self, PyObject *data, double started, 
         Py_DECREF(frame);
         return r;
     }
-    PyObject *hooks = PyObject_GetAttr(proxy, lane.s_hooks), *seconds = NULL, *tag = NULL;
-    if (hooks == NULL) goto error;
+    PyObject *seconds = NULL, *tag = NULL;
     if ((seconds = PyFloat_FromDouble(monotonic_now() - started)) == NULL) goto error;
     PyObject *hook_args[6] = {hooks, o, Py_None, verdict, seconds, data};
     tag = PyObject_VectorcallMethod(lane.s_command, hook_args, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -2971,8 +2978,10 @@ static PyObject *lane_data_received(ClientLane *self, PyObject *data) {
     if (now == NULL) return NULL;
     set_member(&self->last_activity, now);
     PyObject *proxy = member(self->proxy, o, "proxy");
-    if (proxy == NULL || add_to(proxy, lane.s_bytes_in, n) < 0 ||
-        add_member(&self->stream_offset, o, "stream_offset", n) < 0) {
+    Py_XINCREF(proxy);
+    int counted = proxy != NULL && add_to(proxy, lane.s_bytes_in, n) == 0;
+    Py_XDECREF(proxy);
+    if (!counted || add_member(&self->stream_offset, o, "stream_offset", n) < 0) {
         Py_DECREF(now);
         return NULL;
     }
@@ -3015,22 +3024,28 @@ static int lane_answered(ClientLane *self, int32_t response_to, double now, PyOb
         Py_DECREF(key);
         return r;
     }
+    Py_INCREF(sent_at); /* held across the hook, which may replace it */
     PyObject *sent = PyDict_GetItemWithError(sent_at, key);
     if (sent == NULL) {
         Py_DECREF(key);
-        if (PyErr_Occurred()) return -1;
+        if (PyErr_Occurred()) {
+            Py_DECREF(sent_at);
+            return -1;
+        }
     } else {
         Py_INCREF(sent);
         int r = PyDict_DelItem(sent_at, key);
         Py_DECREF(key);
         if (r < 0) {
             Py_DECREF(sent);
+            Py_DECREF(sent_at);
             return -1;
         }
         PyObject *proxy = member(self->proxy, o, "proxy"), *hooks = NULL, *seconds = NULL, *result = NULL;
         if (proxy == NULL || !PyTuple_Check(sent) || PyTuple_GET_SIZE(sent) != 2) {
             if (proxy != NULL) PyErr_SetString(PyExc_TypeError, "sent_at: (sent, tag) expected");
             Py_DECREF(sent);
+            Py_DECREF(sent_at);
             return -1;
         }
         if ((hooks = PyObject_GetAttr(proxy, lane.s_hooks)) != NULL) {
@@ -3044,10 +3059,27 @@ static int lane_answered(ClientLane *self, int32_t response_to, double now, PyOb
         Py_XDECREF(hooks);
         Py_XDECREF(seconds);
         Py_DECREF(sent);
-        if (result == NULL) return -1;
+        if (result == NULL) {
+            Py_DECREF(sent_at);
+            return -1;
+        }
         Py_DECREF(result);
     }
     if (PyDict_GET_SIZE(sent_at) == 0) PyDict_Clear(sent_at); /* an emptied dict keeps its table */
+    Py_DECREF(sent_at);
+    return 0;
+}
+
+/* ClientConnection._no_longer_awaiting((response_to,), now) for a dict. 0 or -1. */
+static int lane_no_longer_awaiting(PyObject *o, PyObject *awaiting, int32_t response_to, PyObject *now) {
+    if (PyObject_SetAttr(o, lane.s_last_upstream_data, now) < 0) return -1;
+    PyObject *key = PyLong_FromLong(response_to);
+    if (key == NULL) return -1;
+    int r = PyDict_Contains(awaiting, key);
+    if (r > 0) r = PyDict_DelItem(awaiting, key);
+    Py_DECREF(key);
+    if (r < 0) return -1;
+    if (PyDict_GET_SIZE(awaiting) == 0) PyDict_Clear(awaiting);
     return 0;
 }
 
@@ -3110,16 +3142,14 @@ static PyObject *lane_from_upstream(ClientLane *self, PyObject *data) {
     if (awaiting == NULL) goto error_now;
     int waiting = PyDict_CheckExact(awaiting) ? PyDict_GET_SIZE(awaiting) != 0 : PyObject_IsTrue(awaiting);
     if (waiting < 0) goto error_now;
-    if (waiting && PyDict_CheckExact(awaiting)) { /* ClientConnection._no_longer_awaiting, for one reply */
-        if (PyObject_SetAttr(o, lane.s_last_upstream_data, now_obj) < 0) goto error_now;
-        PyObject *key = PyLong_FromLong(response_to);
-        if (key == NULL) goto error_now;
-        int r = PyDict_Contains(awaiting, key);
-        if (r > 0) r = PyDict_DelItem(awaiting, key);
-        Py_DECREF(key);
+    if (waiting && PyDict_CheckExact(awaiting)) {
+        Py_INCREF(awaiting);
+        int r = lane_no_longer_awaiting(o, awaiting, response_to, now_obj);
+        Py_DECREF(awaiting);
         if (r < 0) goto error_now;
-        if (PyDict_GET_SIZE(awaiting) == 0) PyDict_Clear(awaiting);
-    } else if (waiting) {
+        waiting = 0;
+    }
+    if (waiting) {
         PyObject *answered = Py_BuildValue("(l)", (long)response_to);
         if (answered == NULL) goto error_now;
         PyObject *call_args[2] = {answered, now_obj};
@@ -3224,8 +3254,11 @@ static PyObject *upstream_data_received(UpstreamLane *self, PyObject *data) {
             return r;
         }
     }
+    Py_INCREF(client);
     PyObject *args[2] = {client, data};
-    return PyObject_VectorcallMethod(lane.s_from_upstream, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *r = PyObject_VectorcallMethod(lane.s_from_upstream, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(client);
+    return r;
 }
 
 static int upstream_traverse(UpstreamLane *self, visitproc visit, void *arg) {
