@@ -72,9 +72,10 @@ def _without(reasons: tuple[str, ...], reason: str) -> tuple[str, ...]:
 
 class _ClientFields(asyncio.Protocol):
     """The pure-Python base of :class:`ClientConnection`: the fields its common round trip
-    reads and writes. With the C extension, ``_scan.ClientLane`` holds them instead and does
-    that round trip in C (a whole message allowed by ``fast_decide``, a whole reply),
-    calling the same Python methods as here for everything else (see scalyproxy/_scan.c)."""
+    reads and writes, and the two entry points, which hand every chunk to the Python code.
+    With the C extension ``_scan.ClientLane`` takes its place: the same fields, and the
+    common round trip (a whole message ``fast_decide`` allows, a whole reply) done in C,
+    calling the Python code for everything else (see docs/wire.md and scalyproxy/_scan.c)."""
 
     __slots__ = (
         "proxy", "transport", "upstream", "_framer", "tracker", "closing", "last_activity",

@@ -31,8 +31,9 @@ _NO_IDS: frozenset[int] = frozenset()  # shared until a connection needs its own
 
 class _TrackerFields:
     """The fields :meth:`whole` reads, and :meth:`whole`: the pure-Python base of
-    :class:`ReplyTracker` (with the C extension, ``_scan.TrackerLane`` is, so that the
-    relay's C lane reads them without a Python call; see scalyproxy/_scan.c)."""
+    :class:`ReplyTracker`. With the C extension ``_scan.TrackerLane`` takes its place (the
+    same fields and method, in C), so that the relay's C lane reads them without a Python
+    call (see scalyproxy/_scan.c)."""
 
     __slots__ = ("remaining", "header", "injections", "max_size", "_drop_ids", "_capture_ids")
 
