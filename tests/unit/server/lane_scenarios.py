@@ -107,14 +107,35 @@ class Host:
     address = "127.0.0.1:1"
 
 
-class Run:
-    """One client connection and its upstream connection, wired as ``_connect_upstream`` does."""
+def python_lane() -> tuple[Any, Any, Any]:
+    """ClientConnection, UpstreamConnection and ReplyTracker rebuilt on their pure-Python
+    bases, in this process: the same methods, the Python entry points."""
+    from scalyproxy.server import relay, stream
 
-    def __init__(self, timeout_s: float = 0, fail_on: set[int] | None = None, connected: bool = True) -> None:
+    def rebuilt(cls: type, base: type) -> Any:
+        namespace = {k: v for k, v in vars(cls).items()
+                     if k not in ("__dict__", "__weakref__") and not isinstance(v, types.MemberDescriptorType)}
+        return type(f"Py{cls.__name__}", (base,), namespace)
+
+    return (rebuilt(relay.ClientConnection, relay._ClientFields),
+            rebuilt(relay.UpstreamConnection, relay._UpstreamFields),
+            rebuilt(stream.ReplyTracker, stream._TrackerFields))
+
+
+class Run:
+    """One client connection and its upstream connection, wired as ``_connect_upstream`` does
+    (``python``: on the pure-Python bases, see :func:`python_lane`)."""
+
+    def __init__(self, timeout_s: float = 0, fail_on: set[int] | None = None, connected: bool = True,
+                 python: bool = False) -> None:
         from scalyproxy.config import load_config
         from scalyproxy.logs import log as logger
         from scalyproxy.server.proxy import Proxy
         from scalyproxy.server.relay import ClientConnection, UpstreamConnection
+        from scalyproxy.server.stream import ReplyTracker
+
+        if python:
+            ClientConnection, UpstreamConnection, ReplyTracker = python_lane()  # noqa: N806
 
         logger.stream = io.StringIO()  # refusals are logged (a fresh buffer per run)
         cfg = load_config(ROOT / "config" / "blog.yaml")
@@ -124,6 +145,7 @@ class Run:
         self.proxy = Proxy(cfg, recording_hooks(self.log, fail_on or set()))
         self.proxy.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
         self.client = ClientConnection(self.proxy)
+        self.client.tracker = ReplyTracker(self.client.tracker.max_size)
         self.to_client = Transport("to_client", self.log)
         self.client.connection_made(self.to_client)  # type: ignore[arg-type]
         self.upstream = UpstreamConnection(self.client, Host())  # type: ignore[arg-type]
@@ -154,14 +176,6 @@ class Run:
             "injections": len(c.tracker.injections),
             "at_boundary": c.tracker.at_boundary(),
         }
-
-
-def _messages() -> dict[str, Any]:
-    from bench import messages as m
-    from bench.canned import Canned
-
-    canned = Canned()
-    return {"m": m, "canned": canned}
 
 
 def _find(i: int, rid: int) -> bytes:
@@ -245,11 +259,15 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[Step]]]:
     }
 
 
-def run(name: str) -> list[Any]:
+def run(name: str, python: bool = False) -> list[Any]:
     """The record of one scenario: after each step, the effects so far and the state."""
     kwargs, steps = scenarios()[name]
-    r = Run(**kwargs)
-    record: list[Any] = []
+    return record(Run(**kwargs, python=python), steps)
+
+
+def record(r: Run, steps: list[Step]) -> list[Any]:
+    """Drive ``r`` with ``steps``: after each one, the effects and the state."""
+    out: list[Any] = []
     actions: dict[str, Callable[[Any], None]] = {
         "c": r.client.data_received,
         "u": r.upstream.data_received,
@@ -261,9 +279,9 @@ def run(name: str) -> list[Any]:
     }
     for kind, arg in steps:
         actions[kind](arg)
-        record.append({"step": kind, "effects": list(r.log), "state": r.state()})
+        out.append({"step": kind, "effects": list(r.log), "state": r.state()})
         r.log.clear()
-    return record
+    return out
 
 
 def run_all() -> dict[str, list[Any]]:

@@ -11,7 +11,10 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bench import messages as m
 from scalyproxy.wire.documents import HAVE_SCAN
 from tests.unit.server import lane_scenarios as scenarios
 
@@ -39,6 +42,52 @@ def test_the_c_lane_does_what_the_python_code_does(c_lane: dict[str, Any], pytho
     assert len(ours) == len(theirs)
     for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert a == b, f"{name}: step {step} ({a['step']})"
+
+
+@needs_scan
+@pytest.mark.parametrize("name", list(scenarios.scenarios()))
+def test_the_same_in_one_process(c_lane: dict[str, Any], name: str) -> None:
+    """The Python bases rebuilt here (lane_scenarios.python_lane) agree as the imported ones do."""
+    assert json.loads(json.dumps(scenarios.run(name, python=True))) == c_lane["records"][name]
+
+
+def _request(kind: str, rid: int) -> tuple[bytes, bytes | None]:
+    """A request of ``kind`` and the upstream's reply (None: none comes)."""
+    if kind == "find":
+        return scenarios._find(rid, rid), scenarios._reply(rid)
+    if kind == "update":
+        return m.with_request_id(m.targeted("update", rid), rid), scenarios._reply(rid, "write")
+    if kind == "insert":
+        return m.with_request_id(m.insert_one(rid), rid), scenarios._reply(rid, "write")
+    if kind == "refused":
+        return scenarios._refused(rid), None
+    if kind == "ping":
+        return m.op_msg({"ping": 1, "$db": "admin"}, request_id=rid), scenarios._reply(rid, "ok")
+    if kind == "hello":
+        return m.with_request_id(m.hello(), rid), scenarios._reply(rid, "hello")
+    return scenarios._w0(rid), scenarios._reply(rid, "write")  # w:0: FerretDB v1 answers anyway
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+@needs_scan
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_chunking_and_interleaving_has_the_same_effects(data: st.DataObject) -> None:
+    kinds = data.draw(st.lists(st.sampled_from(["find", "update", "insert", "refused", "ping", "hello", "w0"]),
+                               min_size=1, max_size=6))
+    pairs = [_request(kind, 100 + i) for i, kind in enumerate(kinds)]
+    requests = b"".join(request for request, _ in pairs)
+    replies = b"".join(reply for _, reply in pairs if reply is not None)
+    to_proxy = _cut(requests, data.draw(st.lists(st.integers(1, max(1, len(requests) - 1)), max_size=5)))
+    from_upstream = _cut(replies, data.draw(st.lists(st.integers(1, max(1, len(replies) - 1)), max_size=5)))
+    order = data.draw(st.permutations(["c"] * len(to_proxy) + ["u"] * len(from_upstream)))
+    sides = {"c": iter(to_proxy), "u": iter(from_upstream)}
+    steps: list[scenarios.Step] = [(side, next(sides[side])) for side in order]
+    assert scenarios.record(scenarios.Run(), steps) == scenarios.record(scenarios.Run(python=True), steps)
 
 
 @pytest.fixture(scope="module")
