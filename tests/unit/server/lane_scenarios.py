@@ -130,12 +130,11 @@ class Run:
                  python: bool = False) -> None:
         from scalyproxy.config import load_config
         from scalyproxy.logs import log as logger
+        from scalyproxy.server import relay, stream
         from scalyproxy.server.proxy import Proxy
-        from scalyproxy.server.relay import ClientConnection, UpstreamConnection
-        from scalyproxy.server.stream import ReplyTracker
 
-        if python:
-            ClientConnection, UpstreamConnection, ReplyTracker = python_lane()  # noqa: N806
+        classes: tuple[Any, Any, Any] = (relay.ClientConnection, relay.UpstreamConnection, stream.ReplyTracker)
+        client_class, upstream_class, tracker_class = python_lane() if python else classes
 
         logger.stream = io.StringIO()  # refusals are logged (a fresh buffer per run)
         cfg = load_config(ROOT / "config" / "blog.yaml")
@@ -144,13 +143,13 @@ class Run:
         self.log: list[Any] = []
         self.proxy = Proxy(cfg, recording_hooks(self.log, fail_on or set()))
         self.proxy.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
-        self.client = ClientConnection(self.proxy)
-        self.client.tracker = ReplyTracker(self.client.tracker.max_size)
+        self.client: relay.ClientConnection = client_class(self.proxy)
+        self.client.tracker = tracker_class(self.client.tracker.max_size)
         self.to_client = Transport("to_client", self.log)
-        self.client.connection_made(self.to_client)  # type: ignore[arg-type]
-        self.upstream = UpstreamConnection(self.client, Host())  # type: ignore[arg-type]
+        self.client.connection_made(self.to_client)
+        self.upstream: relay.UpstreamConnection = upstream_class(self.client, Host())
         self.to_upstream = Transport("to_upstream", self.log)
-        self.upstream.transport = self.to_upstream  # type: ignore[assignment]
+        self.upstream.transport = self.to_upstream
         if connected:
             self.connect()
 
@@ -199,10 +198,12 @@ def _refused(rid: int) -> bytes:
 
 
 def _w0(rid: int) -> bytes:
+    import bson
+
     from bench import messages as m
 
     return m.op_msg({"insert": m.COLLECTION, "$db": m.DB, "writeConcern": {"w": 0}},
-                    {"documents": [m.bson.encode(m.post(1))]}, request_id=rid, flags=m.FLAG_MORE_TO_COME)
+                    {"documents": [bson.encode(m.post(1))]}, request_id=rid, flags=m.FLAG_MORE_TO_COME)
 
 
 Step = tuple[str, Any]

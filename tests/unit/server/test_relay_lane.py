@@ -180,7 +180,7 @@ def test_an_exception_that_is_not_an_exception_is_not_caught() -> None:
     def interrupted(*args: Any) -> Any:
         raise KeyboardInterrupt
 
-    r.proxy.hooks.command = interrupted  # type: ignore[method-assign]
+    r.proxy.hooks.command = interrupted  # type: ignore[method-assign,assignment]
     with pytest.raises(KeyboardInterrupt):
         r.client.data_received(scenarios._find(1, 11))
     assert not r.client.closing  # _failed is for Exception, as the Python try/except
