@@ -20,10 +20,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
-#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { SCAN_OK = 0, SCAN_DUPLICATE = 1, SCAN_INVALID = 2, SCAN_TOO_DEEP = 3, SCAN_NO_MEMORY = 4 };
 
@@ -2936,6 +2936,784 @@ static PyTypeObject RowOpsType = {
     .tp_new = rowops_new,
 };
 
+/* -- the relay's common round trip ---------------------------------------------------
+ *
+ * ClientLane, UpstreamLane and TrackerLane are the C bases of
+ * scalyproxy.server.relay.ClientConnection, relay.UpstreamConnection and
+ * scalyproxy.server.stream.ReplyTracker. They hold the fields the common round
+ * trip reads as C members (exposed to Python as the slots they were, so every
+ * line of Python that reads or writes them is unchanged) and do that round trip
+ * in C, exactly as the Python code does it:
+ *
+ * - ClientLane.data_received: a chunk that is one whole message, nothing
+ *   buffered, the upstream up, allowed by fast_decide: the bytes counters, the
+ *   hooks.command call, the round-trip bookkeeping (sent_at, awaiting) and the
+ *   write upstream. A command fast_decide does not answer goes to
+ *   self._handle(make_frame(data)); any other chunk, before anything is done,
+ *   to the Python self._chunk_received (the framer path). An Exception raised on
+ *   the way goes to self._failed, as the Python try/except does.
+ * - ClientLane.from_upstream: a chunk that is exactly one whole reply to forward
+ *   (TrackerLane.whole): the write to the client, the hooks.round_trip call, the
+ *   counters; any other chunk to self._reply_in_pieces (the tracker's feed).
+ * - UpstreamLane.data_received: client.from_upstream(data), without a frame of
+ *   Python in between.
+ *
+ * Everything rarer (moreToCome, a closed upstream transport, injections, drop
+ * and capture ids, replies in pieces) calls the Python
+ * methods the Python path calls. The hooks stay Python calls, with the same
+ * arguments in the same order. The GIL is held throughout.
+ */
+
+static struct {
+    PyObject *fast_decide;   /* this module's fast_decide function */
+    PyObject *relay;         /* the globals of scalyproxy.server.relay (lane_configure) */
+    PyObject *s_bytes_in, *s_bytes_out, *s_engine, *s_fast, *s_hooks, *s_command, *s_round_trip,
+        *s_config, *s_limits, *s_timeout, *s_transport, *s_is_closing, *s_write, *s_chunk_received,
+        *s_failed, *s_handle, *s_send, *s_answered, *s_no_longer_awaiting, *s_reply_in_pieces,
+        *s_whole, *s_from_upstream, *s_fast_decide, *s_make_frame, *s_max_pending,
+        *s_last_upstream_data;
+} lane;
+
+
+/* time.monotonic(), computed as Python computes it (the same double for the same clock reading) */
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (ns % 1000000000 == 0) return (double)(ns / 1000000000);
+    return (double)ns / 1e9;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *proxy, *transport, *upstream, *framer, *tracker, *closing, *last_activity, *message_started,
+        *last_request, *last_reply_end, *sent_at, *awaiting, *max_message_size, *stream_offset;
+} ClientLane;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *client, *transport;
+} UpstreamLane;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *remaining, *header, *injections, *max_size, *drop_ids, *capture_ids;
+} TrackerLane;
+
+static PyTypeObject ClientLaneType, UpstreamLaneType, TrackerLaneType;
+
+/* A member read as Python reads a slot: unset is an AttributeError. */
+static PyObject *member(PyObject *value, PyObject *owner, const char *name) {
+    if (value == NULL)
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(owner)->tp_name, name);
+    return value;
+}
+
+static inline void set_member(PyObject **slot, PyObject *value) {
+    Py_INCREF(value);
+    Py_XSETREF(*slot, value);
+}
+
+/* obj.name += n (the proxy's byte counters); 0 or -1 */
+static int add_to(PyObject *obj, PyObject *name, Py_ssize_t n) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) return -1;
+    PyObject *step = PyLong_FromSsize_t(n);
+    if (step == NULL) {
+        Py_DECREF(value);
+        return -1;
+    }
+    PyObject *sum = PyNumber_InPlaceAdd(value, step);
+    Py_DECREF(value);
+    Py_DECREF(step);
+    if (sum == NULL) return -1;
+    int r = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+/* *slot += n for an int member; 0 or -1 */
+static int add_member(PyObject **slot, PyObject *owner, const char *name, Py_ssize_t n) {
+    if (member(*slot, owner, name) == NULL) return -1;
+    PyObject *step = PyLong_FromSsize_t(n);
+    if (step == NULL) return -1;
+    PyObject *sum = PyNumber_InPlaceAdd(*slot, step);
+    Py_DECREF(step);
+    if (sum == NULL) return -1;
+    Py_SETREF(*slot, sum);
+    return 0;
+}
+
+/* self.<name>(args...), discarding the result; 0 or -1 */
+static int call_method(PyObject *self, PyObject *name, PyObject *const *args, size_t nargs) {
+    PyObject *stack[6];
+    stack[0] = self;
+    for (size_t i = 0; i < nargs; i++) stack[i + 1] = args[i];
+    PyObject *r = PyObject_VectorcallMethod(name, stack, (nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *call_method_result(PyObject *self, PyObject *name) {
+    PyObject *stack[1] = {self};
+    return PyObject_VectorcallMethod(name, stack, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* transport.is_closing(): 1, 0 or -1 */
+static int is_closing(PyObject *transport) {
+    PyObject *r = call_method_result(transport, lane.s_is_closing);
+    if (r == NULL) return -1;
+    int closing = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return closing;
+}
+
+/* -- TrackerLane -------------------------------------------------------------------- */
+
+/* ReplyTracker.whole on a message already in memory: 1 with *response_to set, 0 (not the
+ * common case: nothing consumed), -1 with an error set. */
+static int tracker_whole(TrackerLane *t, const uint8_t *m, Py_ssize_t n, int32_t *response_to) {
+    PyObject *o = (PyObject *)t;
+    int truth;
+    if (member(t->remaining, o, "remaining") == NULL) return -1;
+    if ((truth = PyObject_IsTrue(t->remaining)) != 0) return truth < 0 ? -1 : 0;
+    if (member(t->header, o, "header") == NULL) return -1;
+    if ((truth = PyObject_IsTrue(t->header)) != 0) return truth < 0 ? -1 : 0;
+    if (n < 16) return 0;
+    if (member(t->injections, o, "injections") == NULL) return -1;
+    if ((truth = PyObject_IsTrue(t->injections)) != 0) return truth < 0 ? -1 : 0;
+    if (read_i32(m) != n) return 0;
+    if (member(t->max_size, o, "max_size") == NULL) return -1;
+    int overflow;
+    long long max_size = PyLong_AsLongLongAndOverflow(t->max_size, &overflow);
+    if (max_size == -1 && PyErr_Occurred()) return -1;
+    if (overflow == 0 && n > max_size) return 0;
+    if (overflow < 0) return 0;
+    int32_t rt = read_i32(m + 8);
+    PyObject *sets[2] = {t->drop_ids, t->capture_ids};
+    const char *names[2] = {"_drop_ids", "_capture_ids"};
+    PyObject *key = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (member(sets[i], o, names[i]) == NULL) goto error;
+        if (PyAnySet_Check(sets[i]) && PySet_GET_SIZE(sets[i]) == 0) continue;
+        if (key == NULL && (key = PyLong_FromLong(rt)) == NULL) return -1;
+        int in = PySequence_Contains(sets[i], key);
+        if (in != 0) {
+            Py_DECREF(key);
+            return in < 0 ? -1 : 0;
+        }
+    }
+    Py_XDECREF(key);
+    *response_to = rt;
+    return 1;
+error:
+    Py_XDECREF(key);
+    return -1;
+}
+
+PyDoc_STRVAR(tracker_whole_doc,
+             "whole(data) -> int | None\n\n"
+             "The responseTo of data if it is exactly one whole message to forward as it is\n"
+             "(see scalyproxy.server.stream.ReplyTracker.whole); None: nothing was consumed.");
+
+static PyObject *tracker_whole_method(TrackerLane *self, PyObject *data) {
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) return NULL;
+    int32_t rt;
+    int r = tracker_whole(self, buffer.buf, buffer.len, &rt);
+    PyBuffer_Release(&buffer);
+    if (r < 0) return NULL;
+    if (r == 0) Py_RETURN_NONE;
+    return PyLong_FromLong(rt);
+}
+
+static int tracker_traverse(TrackerLane *self, visitproc visit, void *arg) {
+    Py_VISIT(self->remaining);
+    Py_VISIT(self->header);
+    Py_VISIT(self->injections);
+    Py_VISIT(self->max_size);
+    Py_VISIT(self->drop_ids);
+    Py_VISIT(self->capture_ids);
+    return 0;
+}
+
+static int tracker_clear(TrackerLane *self) {
+    Py_CLEAR(self->remaining);
+    Py_CLEAR(self->header);
+    Py_CLEAR(self->injections);
+    Py_CLEAR(self->max_size);
+    Py_CLEAR(self->drop_ids);
+    Py_CLEAR(self->capture_ids);
+    return 0;
+}
+
+static void tracker_dealloc(TrackerLane *self) {
+    PyObject_GC_UnTrack(self);
+    tracker_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef tracker_members[] = {
+    {"remaining", T_OBJECT_EX, offsetof(TrackerLane, remaining), 0, NULL},
+    {"header", T_OBJECT_EX, offsetof(TrackerLane, header), 0, NULL},
+    {"injections", T_OBJECT_EX, offsetof(TrackerLane, injections), 0, NULL},
+    {"max_size", T_OBJECT_EX, offsetof(TrackerLane, max_size), 0, NULL},
+    {"_drop_ids", T_OBJECT_EX, offsetof(TrackerLane, drop_ids), 0, NULL},
+    {"_capture_ids", T_OBJECT_EX, offsetof(TrackerLane, capture_ids), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef tracker_methods[] = {
+    {"whole", (PyCFunction)tracker_whole_method, METH_O, tracker_whole_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* -- ClientLane ------------------------------------------------------------------------ */
+
+/* The request went through: hooks.command was called, ``tag`` is what it returned. What
+ * ClientConnection._send does for it, in C when it is the common case. 0 or -1. */
+static int lane_send(ClientLane *self, PyObject *data, const uint8_t *m, PyObject *now, PyObject *tag) {
+    PyObject *o = (PyObject *)self;
+    int32_t rid = read_i32(m + 4);
+    int expects_reply = !(m[16] & FLAG_MORE_TO_COME);
+    PyObject *upstream = member(self->upstream, o, "upstream");
+    if (upstream == NULL) return -1;
+    PyObject *transport = NULL;
+    if (upstream != Py_None) {
+        if (Py_IS_TYPE(upstream, &UpstreamLaneType) || PyObject_TypeCheck(upstream, &UpstreamLaneType)) {
+            transport = member(((UpstreamLane *)upstream)->transport, upstream, "transport");
+            Py_XINCREF(transport);
+        } else {
+            transport = PyObject_GetAttr(upstream, lane.s_transport);
+        }
+        if (transport == NULL) return -1;
+    }
+    Py_ssize_t max_pending = 0;
+    PyObject *max_obj = PyDict_GetItemWithError(lane.relay, lane.s_max_pending);
+    if (max_obj == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_NameError, "name 'MAX_PENDING_RTT' is not defined");
+    } else {
+        max_pending = PyLong_AsSsize_t(max_obj);
+    }
+    if (PyErr_Occurred()) {
+        Py_XDECREF(transport);
+        return -1;
+    }
+    if (!expects_reply || transport == NULL || transport == Py_None || self->sent_at == NULL ||
+        !PyDict_CheckExact(self->sent_at)) {
+        Py_XDECREF(transport);
+        PyObject *args[5] = {data, NULL, expects_reply ? Py_True : Py_False, tag, now};
+        if ((args[1] = PyLong_FromLong(rid)) == NULL) return -1;
+        int r = call_method(o, lane.s_send, args, 5);
+        Py_DECREF(args[1]);
+        return r;
+    }
+    set_member(&self->last_request, now);
+    PyObject *key = PyLong_FromLong(rid);
+    if (key == NULL) goto error;
+    if (PyDict_GET_SIZE(self->sent_at) < max_pending) {
+        PyObject *sent = PyTuple_Pack(2, now, tag);
+        if (sent == NULL || PyDict_SetItem(self->sent_at, key, sent) < 0) {
+            Py_XDECREF(sent);
+            goto error;
+        }
+        Py_DECREF(sent);
+    }
+    PyObject *config = NULL, *limits = NULL, *timeout = NULL;
+    PyObject *proxy = member(self->proxy, o, "proxy");
+    if (proxy == NULL || (config = PyObject_GetAttr(proxy, lane.s_config)) == NULL) goto error;
+    limits = PyObject_GetAttr(config, lane.s_limits);
+    Py_DECREF(config);
+    if (limits == NULL) goto error;
+    timeout = PyObject_GetAttr(limits, lane.s_timeout);
+    Py_DECREF(limits);
+    if (timeout == NULL) goto error;
+    int waits = PyObject_IsTrue(timeout);
+    Py_DECREF(timeout);
+    if (waits < 0) goto error;
+    if (waits && (member(self->awaiting, o, "awaiting") == NULL || PyObject_SetItem(self->awaiting, key, now) < 0))
+        goto error;
+    Py_CLEAR(key);
+    int closing = is_closing(transport);
+    if (closing < 0) goto error;
+    if (!closing) {
+        PyObject *args[2] = {transport, data};
+        PyObject *r = PyObject_VectorcallMethod(lane.s_write, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+    }
+    Py_DECREF(transport);
+    return 0;
+error:
+    Py_XDECREF(key);
+    Py_DECREF(transport);
+    return -1;
+}
+
+/* The common case once it is known to be one: 0, or -1 with the error set (for _failed). */
+static int lane_whole_request(ClientLane *self, PyObject *data, double started, PyObject *now) {
+    PyObject *o = (PyObject *)self, *engine, *table, *verdict;
+    PyObject *proxy = member(self->proxy, o, "proxy"), *hooks;
+    if (proxy == NULL) return -1;
+    Py_INCREF(proxy);
+    engine = PyObject_GetAttr(proxy, lane.s_engine);
+    table = engine == NULL ? NULL : PyObject_GetAttr(engine, lane.s_fast);
+    Py_XDECREF(engine);
+    hooks = table == NULL ? NULL : PyObject_GetAttr(proxy, lane.s_hooks);
+    Py_DECREF(proxy);
+    if (hooks == NULL) {
+        Py_XDECREF(table);
+        return -1;
+    }
+    PyObject *args[2] = {data, table};
+    verdict = fast_decide(NULL, args, 2);
+    Py_DECREF(table);
+    if (verdict == NULL || verdict == Py_None) Py_DECREF(hooks);
+    if (verdict == NULL) return -1;
+    if (verdict == Py_None) { /* the engine decides: self._handle(make_frame(data)) */
+        Py_DECREF(verdict);
+        PyObject *make_frame = PyDict_GetItemWithError(lane.relay, lane.s_make_frame);
+        if (make_frame == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_NameError, "name 'make_frame' is not defined");
+            return -1;
+        }
+        PyObject *frame = PyObject_CallOneArg(make_frame, data);
+        if (frame == NULL) return -1;
+        int r = call_method(o, lane.s_handle, &frame, 1);
+        Py_DECREF(frame);
+        return r;
+    }
+    PyObject *seconds = NULL, *tag = NULL;
+    if ((seconds = PyFloat_FromDouble(monotonic_now() - started)) == NULL) goto error;
+    PyObject *hook_args[6] = {hooks, o, Py_None, verdict, seconds, data};
+    tag = PyObject_VectorcallMethod(lane.s_command, hook_args, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (tag == NULL) goto error;
+    Py_DECREF(hooks);
+    Py_DECREF(seconds);
+    Py_DECREF(verdict);
+    int r = lane_send(self, data, (const uint8_t *)PyBytes_AS_STRING(data), now, tag);
+    Py_DECREF(tag);
+    return r;
+error:
+    Py_XDECREF(hooks);
+    Py_XDECREF(seconds);
+    Py_DECREF(verdict);
+    return -1;
+}
+
+PyDoc_STRVAR(lane_data_received_doc,
+             "data_received(data)\n\n"
+             "Bytes from the client: one whole message allowed by fast_decide is forwarded\n"
+             "here; anything else goes to self._chunk_received (see the comment in _scan.c).");
+
+static PyObject *lane_data_received(ClientLane *self, PyObject *data) {
+    PyObject *o = (PyObject *)self;
+    PyObject *fd = lane.relay == NULL ? NULL : PyDict_GetItemWithError(lane.relay, lane.s_fast_decide);
+    if (fd == NULL && PyErr_Occurred()) return NULL;
+    if (fd != lane.fast_decide || !PyBytes_CheckExact(data) || self->closing == NULL || self->framer == NULL ||
+        self->upstream == NULL || self->max_message_size == NULL) {
+        goto python; /* the Python path (or its AttributeError) */
+    }
+    if (self->closing != Py_False) {
+        int closing = PyObject_IsTrue(self->closing);
+        if (closing < 0) return NULL;
+        if (closing) Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    const uint8_t *m = (const uint8_t *)PyBytes_AS_STRING(data);
+    if (self->framer != Py_None || n < 16 || read_i32(m) != n || self->upstream == Py_None) goto python;
+    int overflow;
+    long long max_size = PyLong_AsLongLongAndOverflow(self->max_message_size, &overflow);
+    if (max_size == -1 && PyErr_Occurred()) return NULL;
+    if (overflow < 0 || (overflow == 0 && n > max_size)) goto python;
+
+    double started = monotonic_now();
+    PyObject *now = PyFloat_FromDouble(started);
+    if (now == NULL) return NULL;
+    set_member(&self->last_activity, now);
+    PyObject *proxy = member(self->proxy, o, "proxy");
+    Py_XINCREF(proxy);
+    int counted = proxy != NULL && add_to(proxy, lane.s_bytes_in, n) == 0;
+    Py_XDECREF(proxy);
+    if (!counted || add_member(&self->stream_offset, o, "stream_offset", n) < 0) {
+        Py_DECREF(now);
+        return NULL;
+    }
+    if (lane_whole_request(self, data, started, now) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(now);
+            return NULL;
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) PyException_SetTraceback(value, tb);
+        int r = call_method(o, lane.s_failed, &value, 1);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        if (r < 0) {
+            Py_DECREF(now);
+            return NULL;
+        }
+    }
+    Py_DECREF(now);
+    set_member(&self->message_started, Py_None);
+    Py_RETURN_NONE;
+python:
+    if (call_method(o, lane.s_chunk_received, &data, 1) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ClientConnection._answered, for a sent_at that is a dict. 0 or -1. */
+static int lane_answered(ClientLane *self, int32_t response_to, double now, PyObject *now_obj) {
+    PyObject *o = (PyObject *)self;
+    PyObject *sent_at = member(self->sent_at, o, "sent_at");
+    if (sent_at == NULL) return -1;
+    PyObject *key = PyLong_FromLong(response_to);
+    if (key == NULL) return -1;
+    if (!PyDict_CheckExact(sent_at)) {
+        PyObject *args[2] = {key, now_obj};
+        int r = call_method(o, lane.s_answered, args, 2);
+        Py_DECREF(key);
+        return r;
+    }
+    Py_INCREF(sent_at); /* held across the hook, which may replace it */
+    PyObject *sent = PyDict_GetItemWithError(sent_at, key);
+    if (sent == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred()) {
+            Py_DECREF(sent_at);
+            return -1;
+        }
+    } else {
+        Py_INCREF(sent);
+        int r = PyDict_DelItem(sent_at, key);
+        Py_DECREF(key);
+        if (r < 0) {
+            Py_DECREF(sent);
+            Py_DECREF(sent_at);
+            return -1;
+        }
+        PyObject *proxy = member(self->proxy, o, "proxy"), *hooks = NULL, *seconds = NULL, *result = NULL;
+        if (proxy == NULL || !PyTuple_Check(sent) || PyTuple_GET_SIZE(sent) != 2) {
+            if (proxy != NULL) PyErr_SetString(PyExc_TypeError, "sent_at: (sent, tag) expected");
+            Py_DECREF(sent);
+            Py_DECREF(sent_at);
+            return -1;
+        }
+        if ((hooks = PyObject_GetAttr(proxy, lane.s_hooks)) != NULL) {
+            PyObject *start = PyTuple_GET_ITEM(sent, 0);
+            double t = PyFloat_CheckExact(start) ? PyFloat_AS_DOUBLE(start) : PyFloat_AsDouble(start);
+            if (!(t == -1.0 && PyErr_Occurred()) && (seconds = PyFloat_FromDouble(now - t)) != NULL) {
+                PyObject *args[3] = {hooks, PyTuple_GET_ITEM(sent, 1), seconds};
+                result = PyObject_VectorcallMethod(lane.s_round_trip, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            }
+        }
+        Py_XDECREF(hooks);
+        Py_XDECREF(seconds);
+        Py_DECREF(sent);
+        if (result == NULL) {
+            Py_DECREF(sent_at);
+            return -1;
+        }
+        Py_DECREF(result);
+    }
+    if (PyDict_GET_SIZE(sent_at) == 0) PyDict_Clear(sent_at); /* an emptied dict keeps its table */
+    Py_DECREF(sent_at);
+    return 0;
+}
+
+/* ClientConnection._no_longer_awaiting((response_to,), now) for a dict. 0 or -1. */
+static int lane_no_longer_awaiting(PyObject *o, PyObject *awaiting, int32_t response_to, PyObject *now) {
+    if (PyObject_SetAttr(o, lane.s_last_upstream_data, now) < 0) return -1;
+    PyObject *key = PyLong_FromLong(response_to);
+    if (key == NULL) return -1;
+    int r = PyDict_Contains(awaiting, key);
+    if (r > 0) r = PyDict_DelItem(awaiting, key);
+    Py_DECREF(key);
+    if (r < 0) return -1;
+    if (PyDict_GET_SIZE(awaiting) == 0) PyDict_Clear(awaiting);
+    return 0;
+}
+
+PyDoc_STRVAR(lane_from_upstream_doc,
+             "from_upstream(data)\n\n"
+             "Bytes from the upstream: exactly one whole reply is forwarded here; anything else\n"
+             "goes to self._reply_in_pieces (see the comment in _scan.c).");
+
+static PyObject *lane_from_upstream(ClientLane *self, PyObject *data) {
+    PyObject *o = (PyObject *)self;
+    PyObject *transport = member(self->transport, o, "transport");
+    if (transport == NULL) return NULL;
+    if (transport == Py_None) Py_RETURN_NONE;
+    Py_INCREF(transport);
+    int closing = is_closing(transport);
+    if (closing != 0) {
+        Py_DECREF(transport);
+        if (closing < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *tracker = member(self->tracker, o, "tracker");
+    if (tracker == NULL) goto error;
+    Py_INCREF(tracker);
+    int32_t response_to = 0;
+    int whole;
+    if (PyBytes_CheckExact(data) && PyObject_TypeCheck(tracker, &TrackerLaneType)) {
+        whole = tracker_whole((TrackerLane *)tracker, (const uint8_t *)PyBytes_AS_STRING(data),
+                              PyBytes_GET_SIZE(data), &response_to);
+    } else {
+        PyObject *args[2] = {tracker, data};
+        PyObject *r = PyObject_VectorcallMethod(lane.s_whole, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        whole = r == NULL ? -1 : r != Py_None;
+        if (r != NULL && r != Py_None) {
+            response_to = (int32_t)PyLong_AsLong(r);
+            if (response_to == -1 && PyErr_Occurred()) whole = -1;
+        }
+        Py_XDECREF(r);
+    }
+    if (whole < 0) goto error_tracker;
+    if (whole == 0) {
+        PyObject *args[3] = {transport, tracker, data};
+        int r = call_method(o, lane.s_reply_in_pieces, args, 3);
+        Py_DECREF(tracker);
+        Py_DECREF(transport);
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(tracker);
+    PyObject *args[2] = {transport, data};
+    PyObject *r = PyObject_VectorcallMethod(lane.s_write, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(transport);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    double now = monotonic_now();
+    PyObject *now_obj = PyFloat_FromDouble(now);
+    if (now_obj == NULL) return NULL;
+    set_member(&self->last_reply_end, now_obj);
+    if (lane_answered(self, response_to, now, now_obj) < 0) goto error_now;
+    PyObject *awaiting = member(self->awaiting, o, "awaiting");
+    if (awaiting == NULL) goto error_now;
+    int waiting = PyDict_CheckExact(awaiting) ? PyDict_GET_SIZE(awaiting) != 0 : PyObject_IsTrue(awaiting);
+    if (waiting < 0) goto error_now;
+    if (waiting && PyDict_CheckExact(awaiting)) {
+        Py_INCREF(awaiting);
+        int r = lane_no_longer_awaiting(o, awaiting, response_to, now_obj);
+        Py_DECREF(awaiting);
+        if (r < 0) goto error_now;
+        waiting = 0;
+    }
+    if (waiting) {
+        PyObject *answered = Py_BuildValue("(l)", (long)response_to);
+        if (answered == NULL) goto error_now;
+        PyObject *call_args[2] = {answered, now_obj};
+        int failed = call_method(o, lane.s_no_longer_awaiting, call_args, 2);
+        Py_DECREF(answered);
+        if (failed < 0) goto error_now;
+    }
+    Py_DECREF(now_obj);
+    PyObject *proxy = member(self->proxy, o, "proxy");
+    if (proxy == NULL || add_to(proxy, lane.s_bytes_out, PyObject_Length(data)) < 0) return NULL;
+    Py_RETURN_NONE;
+error_now:
+    Py_DECREF(now_obj);
+    return NULL;
+error_tracker:
+    Py_DECREF(tracker);
+error:
+    Py_DECREF(transport);
+    return NULL;
+}
+
+static int client_traverse(ClientLane *self, visitproc visit, void *arg) {
+    Py_VISIT(self->proxy);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->upstream);
+    Py_VISIT(self->framer);
+    Py_VISIT(self->tracker);
+    Py_VISIT(self->closing);
+    Py_VISIT(self->last_activity);
+    Py_VISIT(self->message_started);
+    Py_VISIT(self->last_request);
+    Py_VISIT(self->last_reply_end);
+    Py_VISIT(self->sent_at);
+    Py_VISIT(self->awaiting);
+    Py_VISIT(self->max_message_size);
+    Py_VISIT(self->stream_offset);
+    return 0;
+}
+
+static int client_clear(ClientLane *self) {
+    Py_CLEAR(self->proxy);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->upstream);
+    Py_CLEAR(self->framer);
+    Py_CLEAR(self->tracker);
+    Py_CLEAR(self->closing);
+    Py_CLEAR(self->last_activity);
+    Py_CLEAR(self->message_started);
+    Py_CLEAR(self->last_request);
+    Py_CLEAR(self->last_reply_end);
+    Py_CLEAR(self->sent_at);
+    Py_CLEAR(self->awaiting);
+    Py_CLEAR(self->max_message_size);
+    Py_CLEAR(self->stream_offset);
+    return 0;
+}
+
+static void client_dealloc(ClientLane *self) {
+    PyObject_GC_UnTrack(self);
+    client_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define CLIENT_MEMBER(name, field) {name, T_OBJECT_EX, offsetof(ClientLane, field), 0, NULL}
+static PyMemberDef client_members[] = {
+    CLIENT_MEMBER("proxy", proxy),
+    CLIENT_MEMBER("transport", transport),
+    CLIENT_MEMBER("upstream", upstream),
+    CLIENT_MEMBER("_framer", framer),
+    CLIENT_MEMBER("tracker", tracker),
+    CLIENT_MEMBER("closing", closing),
+    CLIENT_MEMBER("last_activity", last_activity),
+    CLIENT_MEMBER("message_started", message_started),
+    CLIENT_MEMBER("last_request", last_request),
+    CLIENT_MEMBER("last_reply_end", last_reply_end),
+    CLIENT_MEMBER("sent_at", sent_at),
+    CLIENT_MEMBER("awaiting", awaiting),
+    CLIENT_MEMBER("max_message_size", max_message_size),
+    CLIENT_MEMBER("stream_offset", stream_offset),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef client_methods[] = {
+    {"data_received", (PyCFunction)lane_data_received, METH_O, lane_data_received_doc},
+    {"from_upstream", (PyCFunction)lane_from_upstream, METH_O, lane_from_upstream_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* -- UpstreamLane ------------------------------------------------------------------------ */
+
+static PyObject *upstream_data_received(UpstreamLane *self, PyObject *data) {
+    PyObject *client = member(self->client, (PyObject *)self, "client");
+    if (client == NULL) return NULL;
+    if (PyObject_TypeCheck(client, &ClientLaneType)) {
+        /* unless a subclass has its own from_upstream (RawRelayConnection), call ours directly */
+        PyObject *found = _PyType_Lookup(Py_TYPE(client), lane.s_from_upstream);
+        if (found != NULL && PyObject_TypeCheck(found, &PyMethodDescr_Type) &&
+            ((PyMethodDescrObject *)found)->d_method->ml_meth == (PyCFunction)lane_from_upstream) {
+            Py_INCREF(client);
+            PyObject *r = lane_from_upstream((ClientLane *)client, data);
+            Py_DECREF(client);
+            return r;
+        }
+    }
+    Py_INCREF(client);
+    PyObject *args[2] = {client, data};
+    PyObject *r = PyObject_VectorcallMethod(lane.s_from_upstream, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(client);
+    return r;
+}
+
+static int upstream_traverse(UpstreamLane *self, visitproc visit, void *arg) {
+    Py_VISIT(self->client);
+    Py_VISIT(self->transport);
+    return 0;
+}
+
+static int upstream_clear(UpstreamLane *self) {
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->transport);
+    return 0;
+}
+
+static void upstream_dealloc(UpstreamLane *self) {
+    PyObject_GC_UnTrack(self);
+    upstream_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef upstream_members[] = {
+    {"client", T_OBJECT_EX, offsetof(UpstreamLane, client), 0, NULL},
+    {"transport", T_OBJECT_EX, offsetof(UpstreamLane, transport), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef upstream_methods[] = {
+    {"data_received", (PyCFunction)upstream_data_received, METH_O,
+     "data_received(data)\n\nBytes from the upstream: self.client.from_upstream(data)."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define LANE_TYPE(var, cname, ctype, doc, prefix)                                                    \
+    static PyTypeObject var = {                                                                  \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "scalyproxy._scan." cname,                      \
+        .tp_basicsize = sizeof(ctype),                                                           \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,               \
+        .tp_doc = doc,                                                                           \
+        .tp_new = PyType_GenericNew,                                                             \
+        .tp_dealloc = (destructor)prefix##_dealloc,                                              \
+        .tp_traverse = (traverseproc)prefix##_traverse,                                          \
+        .tp_clear = (inquiry)prefix##_clear,                                                     \
+        .tp_members = prefix##_members,                                                          \
+        .tp_methods = prefix##_methods,                                                          \
+    }
+
+LANE_TYPE(ClientLaneType, "ClientLane", ClientLane,
+          "The C base of relay.ClientConnection: its hot fields and its common round trip.", client);
+LANE_TYPE(UpstreamLaneType, "UpstreamLane", UpstreamLane,
+          "The C base of relay.UpstreamConnection: replies go to the client's C lane.", upstream);
+LANE_TYPE(TrackerLaneType, "TrackerLane", TrackerLane,
+          "The C base of stream.ReplyTracker: the fields whole() reads, and whole().", tracker);
+
+PyDoc_STRVAR(lane_configure_doc,
+             "lane_configure(namespace)\n\n"
+             "The globals of scalyproxy.server.relay: ClientLane reads fast_decide (anything but\n"
+             "this module's: the Python path) and make_frame there at each message.");
+
+static PyObject *lane_configure(PyObject *module, PyObject *namespace) {
+    if (!PyDict_Check(namespace)) {
+        PyErr_SetString(PyExc_TypeError, "lane_configure(namespace: dict)");
+        return NULL;
+    }
+    Py_INCREF(namespace);
+    Py_XSETREF(lane.relay, namespace);
+    Py_RETURN_NONE;
+}
+
+/* At module init: the types and the interned names. 0 or -1. */
+static int lane_init(PyObject *module) {
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&lane.s_bytes_in, "bytes_in"}, {&lane.s_bytes_out, "bytes_out"}, {&lane.s_engine, "engine"},
+        {&lane.s_fast, "fast"}, {&lane.s_hooks, "hooks"}, {&lane.s_command, "command"},
+        {&lane.s_round_trip, "round_trip"}, {&lane.s_config, "config"}, {&lane.s_limits, "limits"},
+        {&lane.s_timeout, "upstream_timeout_s"}, {&lane.s_transport, "transport"},
+        {&lane.s_is_closing, "is_closing"}, {&lane.s_write, "write"},
+        {&lane.s_chunk_received, "_chunk_received"}, {&lane.s_failed, "_failed"}, {&lane.s_handle, "_handle"},
+        {&lane.s_send, "_send"}, {&lane.s_answered, "_answered"},
+        {&lane.s_no_longer_awaiting, "_no_longer_awaiting"}, {&lane.s_reply_in_pieces, "_reply_in_pieces"},
+        {&lane.s_whole, "whole"}, {&lane.s_from_upstream, "from_upstream"},
+        {&lane.s_fast_decide, "fast_decide"}, {&lane.s_make_frame, "make_frame"},
+        {&lane.s_max_pending, "MAX_PENDING_RTT"}, {&lane.s_last_upstream_data, "last_upstream_data"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return -1;
+    lane.fast_decide = PyObject_GetAttr(module, lane.s_fast_decide);
+    if (lane.fast_decide == NULL) return -1;
+    PyTypeObject *types[] = {&ClientLaneType, &UpstreamLaneType, &TrackerLaneType};
+    const char *type_names[] = {"ClientLane", "UpstreamLane", "TrackerLane"};
+    for (int i = 0; i < 3; i++) {
+        if (PyType_Ready(types[i]) < 0) return -1;
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(module, type_names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyMethodDef methods[] = {
     {"fast_decide", (PyCFunction)(void (*)(void))fast_decide, METH_FASTCALL, fast_decide_doc},
     {"shape_hash", (PyCFunction)(void (*)(void))shape_hash, METH_FASTCALL, shape_hash_doc},
@@ -2948,6 +3726,7 @@ static PyMethodDef methods[] = {
     {"scan_run", scan_run, METH_O, scan_run_doc},
     {"fast_view", fast_view, METH_O, fast_view_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"lane_configure", lane_configure, METH_O, lane_configure_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2966,7 +3745,7 @@ PyMODINIT_FUNC PyInit__scan(void) {
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Series", (PyObject *)&SeriesType) < 0 ||
-        PyModule_AddObjectRef(module, "RowOps", (PyObject *)&RowOpsType) < 0) {
+        PyModule_AddObjectRef(module, "RowOps", (PyObject *)&RowOpsType) < 0 || lane_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -16,6 +16,11 @@ bytes -> frame (:mod:`scalyproxy.wire.framer`) -> verdict (the fast path, or
 -> bytes: the original ones upstream, or an error reply
 (:mod:`~scalyproxy.server.refusal`). A connection reads what it needs of its
 proxy through :class:`~scalyproxy.server.context.ProxyState`.
+
+With the C extension the common round trip (a whole message ``fast_decide``
+allows, a whole reply) runs in C, in the bases ``_scan.ClientLane`` and
+``_scan.UpstreamLane``, which call the methods here for everything else (see
+docs/wire.md, "The common round trip runs in C").
 """
 
 from __future__ import annotations
@@ -65,21 +70,86 @@ def _without(reasons: tuple[str, ...], reason: str) -> tuple[str, ...]:
     return tuple(r for r in reasons if r != reason) if reason in reasons else reasons
 
 
-class ClientConnection(asyncio.Protocol):
+class _ClientFields(asyncio.Protocol):
+    """The pure-Python base of :class:`ClientConnection`: the fields its common round trip
+    reads and writes, and the two entry points, which hand every chunk to the Python code.
+    With the C extension ``_scan.ClientLane`` takes its place: the same fields, and the
+    common round trip (a whole message ``fast_decide`` allows, a whole reply) done in C,
+    calling the Python code for everything else (see docs/wire.md and scalyproxy/_scan.c)."""
+
+    __slots__ = (
+        "proxy", "transport", "upstream", "_framer", "tracker", "closing", "last_activity",
+        "message_started", "last_request", "last_reply_end", "sent_at", "awaiting",
+        "max_message_size", "stream_offset",
+    )
+
+    proxy: ProxyState
+    transport: asyncio.Transport | None
+    upstream: UpstreamConnection | None
+    _framer: Framer | None
+    tracker: ReplyTracker
+    closing: bool
+    last_activity: float
+    message_started: float | None
+    last_request: float
+    last_reply_end: float
+    sent_at: dict[int, tuple[float, Any]]
+    awaiting: dict[int, float]
+    max_message_size: int
+    stream_offset: int
+
+    def data_received(self, data: bytes) -> None:
+        self._chunk_received(data)
+
+    def from_upstream(self, data: bytes) -> None:
+        """Bytes from the upstream: forward them, noting message ends."""
+        self._reply_received(data)
+
+    def _chunk_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _reply_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _UpstreamFields(asyncio.Protocol):
+    """The pure-Python base of :class:`UpstreamConnection` (``_scan.UpstreamLane`` with the
+    C extension: replies go to the client's C lane without a Python call)."""
+
+    __slots__ = ("client", "transport")
+
+    client: ClientConnection
+    transport: asyncio.Transport | None
+
+    def data_received(self, data: bytes) -> None:
+        self.client.from_upstream(data)
+
+
+if TYPE_CHECKING:
+    _ClientBase = _ClientFields
+    _UpstreamBase = _UpstreamFields
+else:
+    try:
+        from scalyproxy._scan import ClientLane as _ClientBase
+        from scalyproxy._scan import UpstreamLane as _UpstreamBase
+        from scalyproxy._scan import lane_configure
+    except ImportError:  # the pure-Python install
+        _ClientBase, _UpstreamBase = _ClientFields, _UpstreamFields
+    else:
+        lane_configure(globals())  # the C lane reads fast_decide here (None: the Python path) and make_frame
+
+
+class ClientConnection(_ClientBase):
     """The client side of one proxied connection."""
 
-    # Slots, not a __dict__: 10,000 idle connections must stay cheap (see docs/benchmarks.md).
-    __slots__ = (
-        "proxy", "transport", "upstream", "peer", "app_name", "user", "_framer", "tracker",
-        "pause_reasons", "closing", "last_activity", "message_started", "last_request",
-        "last_reply_end", "sent_at", "awaiting", "last_upstream_data", "max_message_size",
-        "stream_offset", "framer_base",
-    )
+    # Slots, not a __dict__: 10,000 idle connections must stay cheap (see docs/benchmarks.md);
+    # the other fields are the base's.
+    __slots__ = ("peer", "app_name", "user", "pause_reasons", "last_upstream_data", "framer_base")
 
     def __init__(self, proxy: ProxyState) -> None:
         self.proxy = proxy
-        self.transport: asyncio.Transport | None = None
-        self.upstream: UpstreamConnection | None = None
+        self.transport = None
+        self.upstream = None
         self.peer = "?"
         self.app_name: str | None = None
         self.user: str | None = None
@@ -87,7 +157,7 @@ class ClientConnection(asyncio.Protocol):
         # A framer exists only while a message is incomplete (or waits for the upstream):
         # a chunk that is exactly one whole message is its own frame, and an idle
         # connection holds no buffer.
-        self._framer: Framer | None = None
+        self._framer = None
         self.stream_offset = 0  # bytes of whole messages read from the client
         self.framer_base = 0  # stream offset where the current framer started
         self.tracker = ReplyTracker(proxy.config.limits.max_message_size)
@@ -95,12 +165,12 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         now = time.monotonic()
         self.last_activity = now
-        self.message_started: float | None = None
+        self.message_started = None
         self.last_request = 0.0  # monotonic time of the last forwarded request expecting a reply
         self.last_reply_end = 0.0
-        self.sent_at: dict[int, tuple[float, Any]] = {}  # request id -> (sent, tag for hooks.round_trip)
+        self.sent_at = {}  # request id -> (sent, tag for hooks.round_trip)
         # requests awaiting their reply (only with limits.upstream_timeout_s): id -> sent, oldest first
-        self.awaiting: dict[int, float] = {}
+        self.awaiting = {}
         self.last_upstream_data = 0.0
 
     # -- asyncio callbacks -------------------------------------------------------
@@ -119,7 +189,9 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.hooks.client_opened(self.peer)
         self.proxy.spawn(self._connect_upstream())
 
-    def data_received(self, data: bytes) -> None:
+    def _chunk_received(self, data: bytes) -> None:
+        """Bytes from the client (``data_received``; the C lane's own common case is the
+        first branch here)."""
         if self.closing:
             return
         self.last_activity = now = time.monotonic()
@@ -342,8 +414,9 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.tracker.injections.append(reply)
 
-    def from_upstream(self, data: bytes) -> None:
-        """Bytes from the upstream: forward them, noting message ends."""
+    def _reply_received(self, data: bytes) -> None:
+        """Bytes from the upstream (``from_upstream``; the C lane's own common case is the
+        first branch here)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -355,14 +428,19 @@ class ClientConnection(asyncio.Protocol):
             self._answered(response_to, now)
             if self.awaiting:
                 self._no_longer_awaiting((response_to,), now)
-        elif self._from_upstream_pieces(transport, tracker, data):
+        else:
+            self._reply_in_pieces(transport, tracker, data)
+            return
+        self.proxy.bytes_out += len(data)
+
+    def _reply_in_pieces(self, transport: asyncio.Transport, tracker: ReplyTracker, data: bytes) -> None:
+        """Bytes from the upstream that are not one whole reply: the tracker cuts them."""
+        if self._from_upstream_pieces(transport, tracker, data):
             if self.awaiting:
                 self._no_longer_awaiting(tracker.completed, time.monotonic())
             if tracker.ended:
                 self._replies_done(tracker)
-        else:
-            return
-        self.proxy.bytes_out += len(data)
+            self.proxy.bytes_out += len(data)
 
     def _no_longer_awaiting(self, answered: Iterable[int], now: float) -> None:
         """Whole replies came back: their requests are answered (upstream_timeout_s)."""
@@ -503,15 +581,15 @@ class RawRelayConnection(ClientConnection):
             self.transport.write(reply)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(_UpstreamBase):
     """The proxy's connection to one mongos, owned by one client connection."""
 
-    __slots__ = ("client", "host", "transport", "pause_reasons", "closed")
+    __slots__ = ("host", "pause_reasons", "closed")  # and the base's client and transport
 
     def __init__(self, client: ClientConnection, host: HostState) -> None:
         self.client = client
         self.host = host
-        self.transport: asyncio.Transport | None = None
+        self.transport = None
         self.pause_reasons: tuple[str, ...] = ()
         self.closed = False
 
@@ -520,9 +598,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
         self.client.proxy.hooks.upstream_opened(self.host.address)
-
-    def data_received(self, data: bytes) -> None:
-        self.client.from_upstream(data)
 
     def eof_received(self) -> bool | None:
         return None

@@ -19,6 +19,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from scalyproxy.wire.errors import ProtocolError
 
@@ -28,13 +29,53 @@ MAX_DROP_IDS = 1024
 _NO_IDS: frozenset[int] = frozenset()  # shared until a connection needs its own set (idle memory)
 
 
-class ReplyTracker:
+class _TrackerFields:
+    """The fields :meth:`whole` reads, and :meth:`whole`: the pure-Python base of
+    :class:`ReplyTracker`. With the C extension ``_scan.TrackerLane`` takes its place (the
+    same fields and method, in C), so that the relay's C lane reads them without a Python
+    call (see scalyproxy/_scan.c)."""
+
+    __slots__ = ("remaining", "header", "injections", "max_size", "_drop_ids", "_capture_ids")
+
+    remaining: int
+    header: bytes | bytearray
+    injections: list[bytes]
+    max_size: int
+    _drop_ids: set[int] | frozenset[int]
+    _capture_ids: set[int] | frozenset[int]
+
+    def whole(self, data: Chunk) -> int | None:
+        """The responseTo of ``data`` if it is exactly one whole message to forward as
+        it is: the common case of request/response traffic, in a few steps.
+
+        The chunk is then consumed and nothing is recorded (the caller pairs the
+        reply itself); None: nothing was consumed and :meth:`feed` takes the chunk.
+        """
+        n = len(data)
+        if self.remaining or self.header or n < 16 or self.injections:
+            return None
+        header: tuple[int, int, int, int] = _HEADER.unpack_from(data, 0)
+        length, _rid, response_to, _op = header
+        if (length != n or n > self.max_size or response_to in self._drop_ids
+                or response_to in self._capture_ids):
+            return None
+        return response_to
+
+
+if TYPE_CHECKING:
+    _TrackerBase = _TrackerFields
+else:
+    try:
+        from scalyproxy._scan import TrackerLane as _TrackerBase
+    except ImportError:  # the pure-Python install
+        _TrackerBase = _TrackerFields
+
+
+class ReplyTracker(_TrackerBase):
     """Message boundaries of a byte stream, and what of it to forward."""
 
-    __slots__ = (
-        "remaining", "header", "dropping", "capture", "_capture_ids", "captured",
-        "_drop_ids", "max_size", "replied_to", "injections", "ended", "response_to", "completed",
-    )
+    # with the fields of the base: 10,000 idle connections must stay cheap
+    __slots__ = ("dropping", "capture", "captured", "replied_to", "ended", "response_to", "completed")
 
     def __init__(self, max_size: int) -> None:
         self.remaining = 0  # bytes of the current message body still to come
@@ -67,23 +108,6 @@ class ReplyTracker:
 
     def at_boundary(self) -> bool:
         return self.remaining == 0 and not self.header
-
-    def whole(self, data: Chunk) -> int | None:
-        """The responseTo of ``data`` if it is exactly one whole message to forward as
-        it is: the common case of request/response traffic, in a few steps.
-
-        The chunk is then consumed and nothing is recorded (the caller pairs the
-        reply itself); None: nothing was consumed and :meth:`feed` takes the chunk.
-        """
-        n = len(data)
-        if self.remaining or self.header or n < 16 or self.injections:
-            return None
-        header: tuple[int, int, int, int] = _HEADER.unpack_from(data, 0)
-        length, _rid, response_to, _op = header
-        if (length != n or n > self.max_size or response_to in self._drop_ids
-                or response_to in self._capture_ids):
-            return None
-        return response_to
 
     def feed(self, data: Chunk) -> list[Chunk]:
         """Consume a chunk; return the pieces to forward to the client, in order."""
